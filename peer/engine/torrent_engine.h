@@ -1,0 +1,81 @@
+// The one class through which Starling reaches libtorrent (ARCHITECTURE §6). No libtorrent
+// type appears in this header.
+//
+// Threading: libtorrent runs its own network thread; the engine runs one alert thread that
+// drains alerts (answers torrent_need_cert_alert with this node's certificate, records errors
+// and progress). Public methods are thread-safe.
+//
+// Every torrent is a private v1 SSL torrent rooted at the network CA: every data connection
+// is TLS with mutual authentication against that CA; a peer whose certificate the CA did not
+// issue cannot connect or be connected to. Session: TCP only, no DHT/LSD/PEX/UPnP/NAT-PMP,
+// no uTP, no MSE, no trackers; peers come only from connect_peer().
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/ids.h"
+#include "common/result.h"
+
+namespace starling::peer {
+
+inline constexpr char kErrEngine[] = "engine.error";
+inline constexpr char kErrMetainfo[] = "engine.bad_metainfo";
+
+struct EngineConfig {
+  std::string listen_ip = "127.0.0.1";
+  uint16_t ssl_port = 0;     // 0 = pick a free port; see TorrentEngine::ssl_port()
+  std::string cert_pem;      // this node's leaf, issued by the network CA
+  std::string key_pem;       // its private key (PKCS#8 PEM, Ed25519)
+};
+
+struct Endpoint {
+  std::string ip;
+  uint16_t port = 0;  // the SSL listen port
+};
+
+enum class TorrentState { kChecking, kDownloading, kSeeding, kError };
+
+struct TorrentProgress {
+  TorrentState state = TorrentState::kChecking;
+  int64_t total_bytes = 0;
+  int64_t done_bytes = 0;        // verified bytes on disk
+  int64_t downloaded_bytes = 0;  // payload received from peers, all time
+  int64_t uploaded_bytes = 0;    // payload sent to peers, all time
+  int num_peers = 0;
+  std::string error;             // set when state == kError
+};
+
+// Builds the metainfo (bencoded .torrent) of a private, single-file v1 SSL torrent over the
+// file at `content_path`: fixed name "content", creation date 0, no trackers, the CA
+// certificate embedded as ssl-cert, pieces of `piece_size` bytes (power of two, 16 KiB..16 MiB;
+// 0 = choose 1..4 MiB from the size). Deterministic: the same bytes give the same info-hash.
+Result<std::string> build_metainfo(const std::string& content_path, const std::string& ca_cert_pem,
+                                   int piece_size);
+
+// Parses untrusted metainfo and checks it is a private single-file SSL torrent; returns its
+// total size. Never crashes on any bytes.
+Result<int64_t> check_metainfo(const std::string& metainfo);
+
+class TorrentEngine {
+ public:
+  static Result<std::unique_ptr<TorrentEngine>> start(const EngineConfig& config);
+  virtual ~TorrentEngine() = default;  // stops the session and the alert thread
+
+  virtual uint16_t ssl_port() const = 0;
+
+  // Seeds a file this node has just fetched and hashed: seed mode, every piece marked
+  // verified (no re-hash). `content_path` is the file the metainfo was built from.
+  virtual Status add_seed(const TaskId& task, const std::string& metainfo,
+                          const std::string& content_path) = 0;
+  // Starts downloading into `content_path` (the file is created; parent dir must exist).
+  virtual Status add_download(const TaskId& task, const std::string& metainfo,
+                              const std::string& content_path) = 0;
+  virtual Status connect_peer(const TaskId& task, const Endpoint& peer) = 0;
+  virtual Result<TorrentProgress> progress(const TaskId& task) const = 0;
+  virtual Status remove(const TaskId& task) = 0;  // keeps the file on disk
+};
+
+}  // namespace starling::peer
