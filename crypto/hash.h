@@ -10,6 +10,8 @@
 
 namespace starling::crypto {
 
+inline constexpr char kErrHashFile[] = "crypto.hash_file";
+
 // Streaming SHA-256 (libsodium). Not thread-safe; one owner.
 class Sha256 {
  public:

@@ -1,4 +1,5 @@
 // Node and network keys (ARCHITECTURE §2). libsodium underneath; no OpenSSL here.
+// Threading: every function is safe to call from any thread (no shared mutable state).
 //
 // Files written here hold secrets: they are created 0600, written to a temp file in the same
 // directory, fsynced and renamed, so a crash never leaves a half-written key.
@@ -14,7 +15,9 @@
 
 namespace starling::crypto {
 
-inline constexpr char kErrKeyFile[] = "crypto.key_file";
+inline constexpr char kErrKeyFile[] = "crypto.key_file";      // a key/secret file: I/O or format
+inline constexpr char kErrKeyFormat[] = "crypto.key_format";  // a PEM key that does not parse
+inline constexpr char kErrKeyAgreement[] = "crypto.key_agreement";  // X25519 with a low-order point
 
 using PublicKey = std::array<uint8_t, 32>;  // Ed25519 public key
 using X25519Key = std::array<uint8_t, 32>;
@@ -31,6 +34,9 @@ Ed25519KeyPair generate_ed25519();
 // The Noise static key pair of a node is its Ed25519 key converted to X25519.
 X25519Key x25519_public_from_ed25519(const PublicKey& pk);  // aborts on an invalid point
 X25519Key x25519_secret_from_ed25519(const Ed25519KeyPair& kp);
+// X25519 Diffie-Hellman. `their_public` is untrusted: a low-order point (all-zero shared
+// secret) is refused with kErrKeyAgreement instead of returning a predictable key.
+Result<X25519Key> x25519(const X25519Key& our_secret, const X25519Key& their_public);
 
 // NodeId = lowercase hex of the Ed25519 public key.
 NodeId node_id_of(const PublicKey& pk);
@@ -56,7 +62,8 @@ struct NetworkSecret {
 NetworkSecret generate_network_secret();
 Status save_network_secret(const std::string& path, const NetworkSecret& secret);
 Result<NetworkSecret> load_network_secret(const std::string& path);
-// The Noise PSK: keyed BLAKE2b-256 of the secret under the label "starling/noise-psk/v1".
+// The Noise PSK: keyed BLAKE2b-256 of the secret under the label "starling/noise-psk/v1"
+// (crypto_generichash with key = the label, message = the 32 secret bytes).
 std::array<uint8_t, 32> noise_psk(const NetworkSecret& secret);
 
 }  // namespace starling::crypto

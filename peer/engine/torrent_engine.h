@@ -26,9 +26,9 @@ inline constexpr char kErrMetainfo[] = "engine.bad_metainfo";
 
 struct EngineConfig {
   std::string listen_ip = "127.0.0.1";
-  uint16_t ssl_port = 0;     // 0 = pick a free port; see TorrentEngine::ssl_port()
-  std::string cert_pem;      // this node's leaf, issued by the network CA
-  std::string key_pem;       // its private key (PKCS#8 PEM, Ed25519)
+  uint16_t ssl_port = 0;  // 0 = pick a free port; see TorrentEngine::ssl_port()
+  std::string cert_pem;   // this node's leaf, issued by the network CA
+  std::string key_pem;    // its private key (PKCS#8 PEM, Ed25519)
 };
 
 struct Endpoint {
@@ -45,13 +45,17 @@ struct TorrentProgress {
   int64_t downloaded_bytes = 0;  // payload received from peers, all time
   int64_t uploaded_bytes = 0;    // payload sent to peers, all time
   int num_peers = 0;
-  std::string error;             // set when state == kError
+  std::string error;            // set when state == kError
+  std::string last_peer_error;  // the last peer/TLS failure of this torrent, for diagnostics
 };
 
 // Builds the metainfo (bencoded .torrent) of a private, single-file v1 SSL torrent over the
 // file at `content_path`: fixed name "content", creation date 0, no trackers, the CA
 // certificate embedded as ssl-cert, pieces of `piece_size` bytes (power of two, 16 KiB..16 MiB;
 // 0 = choose 1..4 MiB from the size). Deterministic: the same bytes give the same info-hash.
+// `content_path` may have any file name. A 0-byte file cannot be a torrent (it has no pieces):
+// that returns kErrMetainfo "empty content cannot be shared as a torrent"; callers special-case
+// empty content.
 Result<std::string> build_metainfo(const std::string& content_path, const std::string& ca_cert_pem,
                                    int piece_size);
 
@@ -64,7 +68,12 @@ class TorrentEngine {
   static Result<std::unique_ptr<TorrentEngine>> start(const EngineConfig& config);
   virtual ~TorrentEngine() = default;  // stops the session and the alert thread
 
+  // The SSL listen port actually bound (the configured one, or the one the OS chose for 0).
   virtual uint16_t ssl_port() const = 0;
+
+  // Content paths: the torrent's single file is named "content" inside the metainfo; the
+  // engine maps it onto `content_path` (save path = its directory, file renamed to its file
+  // name), so any path works. Two tasks must not share a content path.
 
   // Seeds a file this node has just fetched and hashed: seed mode, every piece marked
   // verified (no re-hash). `content_path` is the file the metainfo was built from.
@@ -76,6 +85,10 @@ class TorrentEngine {
   virtual Status connect_peer(const TaskId& task, const Endpoint& peer) = 0;
   virtual Result<TorrentProgress> progress(const TaskId& task) const = 0;
   virtual Status remove(const TaskId& task) = 0;  // keeps the file on disk
+
+  // The last peer connection failure seen by the session, on any torrent or on none yet
+  // (a TLS handshake refused before the torrent is known); empty if none. Diagnostics only.
+  virtual std::string last_connection_error() const = 0;
 };
 
 }  // namespace starling::peer

@@ -1,0 +1,349 @@
+// TorrentEngine over one libtorrent session (ARCHITECTURE §6).
+#include "peer/engine/torrent_engine.h"
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <exception>
+#include <filesystem>
+#include <libtorrent/add_torrent_params.hpp>
+#include <libtorrent/alert_types.hpp>
+#include <libtorrent/extensions/smart_ban.hpp>
+#include <libtorrent/session.hpp>
+#include <libtorrent/session_params.hpp>
+#include <libtorrent/settings_pack.hpp>
+#include <libtorrent/socket_type.hpp>
+#include <libtorrent/torrent_flags.hpp>
+#include <libtorrent/torrent_handle.hpp>
+#include <libtorrent/torrent_info.hpp>
+#include <libtorrent/torrent_status.hpp>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+namespace starling::peer {
+namespace {
+
+namespace lt = libtorrent;
+
+constexpr auto kListenTimeout = std::chrono::seconds(10);
+
+// RFC 7919 ffdhe2048, the well-known group (`openssl genpkey -genparam -algorithm DH -pkeyopt
+// group:ffdhe2048`). TLS 1.3 and ECDHE never use it, but libtorrent 2.0.8's
+// set_ssl_certificate_buffer() posts a torrent_error_alert "[dh params]" for an empty or
+// invalid buffer, so we hand it a valid public group instead of nothing.
+constexpr char kDhParamsPem[] =
+    "-----BEGIN DH PARAMETERS-----\n"
+    "MIIBCAKCAQEA//////////+t+FRYortKmq/cViAnPTzx2LnFg84tNpWp4TZBFGQz\n"
+    "+8yTnc4kmz75fS/jY2MMddj2gbICrsRhetPfHtXV/WVhJDP1H18GbtCFY2VVPe0a\n"
+    "87VXE15/V8k1mE8McODmi3fipona8+/och3xWKE2rec1MKzKT0g6eXq8CrGCsyT7\n"
+    "YdEIqUuyyOP7uWrat2DX9GgdT0Kj3jlN9K5W7edjcrsZCwenyO4KbXCeAvzhzffi\n"
+    "7MA0BM0oNC9hkXL+nOmFg/+OTxIy7vKBg8P+OxtMb61zO7X8vC7CIAXFjvGDfRaD\n"
+    "ssbzSibBsu/6iGtCOGEoXJf//////////wIBAg==\n"
+    "-----END DH PARAMETERS-----\n";
+
+lt::settings_pack make_settings(const EngineConfig& config) {
+  lt::settings_pack s;
+  // The SSL listener only ("s" suffix); plain BitTorrent is never accepted.
+  s.set_str(lt::settings_pack::listen_interfaces,
+            config.listen_ip + ":" + std::to_string(config.ssl_port) + "s");
+  // The configured port or an error: no silent move to port+1.. or to an OS-chosen port.
+  s.set_bool(lt::settings_pack::listen_system_port_fallback, false);
+  s.set_int(lt::settings_pack::max_retry_port_bind, 0);
+  s.set_int(lt::settings_pack::alert_mask,
+            static_cast<int>(static_cast<std::uint32_t>(
+                lt::alert_category::status | lt::alert_category::error | lt::alert_category::peer |
+                lt::alert_category::storage | lt::alert_category::connect)));
+  s.set_int(lt::settings_pack::alert_queue_size, 10000);
+  // Discovery and NAT traversal: peers come only from connect_peer().
+  s.set_bool(lt::settings_pack::enable_dht, false);
+  s.set_bool(lt::settings_pack::enable_lsd, false);
+  s.set_bool(lt::settings_pack::enable_upnp, false);
+  s.set_bool(lt::settings_pack::enable_natpmp, false);
+  s.set_bool(lt::settings_pack::enable_ip_notifier, false);
+  s.set_str(lt::settings_pack::dht_bootstrap_nodes, "");
+  // TCP only: uTP is slower on a LAN and has no SSL listener of its own here.
+  s.set_bool(lt::settings_pack::enable_incoming_utp, false);
+  s.set_bool(lt::settings_pack::enable_outgoing_utp, false);
+  s.set_bool(lt::settings_pack::enable_incoming_tcp, true);
+  s.set_bool(lt::settings_pack::enable_outgoing_tcp, true);
+  // MSE/RC4 is not security; TLS is.
+  s.set_int(lt::settings_pack::in_enc_policy, lt::settings_pack::pe_disabled);
+  s.set_int(lt::settings_pack::out_enc_policy, lt::settings_pack::pe_disabled);
+  s.set_int(lt::settings_pack::allowed_enc_level, lt::settings_pack::pe_plaintext);
+  // Several nodes share an address in tests and behind NAT.
+  s.set_bool(lt::settings_pack::allow_multiple_connections_per_ip, true);
+  // LAN swarm: reconnect quickly (connect_peer may race the remote adding the torrent), keep
+  // deeper request queues and send buffers than the WAN-tuned defaults, unchoke more peers.
+  s.set_int(lt::settings_pack::min_reconnect_time, 1);
+  s.set_int(lt::settings_pack::peer_connect_timeout, 5);
+  s.set_int(lt::settings_pack::connection_speed, 50);
+  s.set_int(lt::settings_pack::max_out_request_queue, 1500);
+  s.set_int(lt::settings_pack::max_allowed_in_request_queue, 2000);
+  s.set_int(lt::settings_pack::send_buffer_watermark, 4 * 1024 * 1024);
+  s.set_int(lt::settings_pack::send_buffer_low_watermark, 512 * 1024);
+  s.set_int(lt::settings_pack::unchoke_slots_limit, 16);
+  s.set_int(lt::settings_pack::hashing_threads, 2);
+  return s;
+}
+
+TorrentState map_state(const lt::torrent_status& st) {
+  if (st.errc) return TorrentState::kError;
+  switch (st.state) {
+    case lt::torrent_status::checking_files:
+    case lt::torrent_status::checking_resume_data:
+      return TorrentState::kChecking;
+    case lt::torrent_status::finished:
+    case lt::torrent_status::seeding:
+      return TorrentState::kSeeding;
+    default:
+      return TorrentState::kDownloading;
+  }
+}
+
+std::string describe(const lt::error_code& ec) {
+  return ec.category().name() + std::string(": ") + ec.message();
+}
+
+class LibtorrentEngine final : public TorrentEngine {
+ public:
+  explicit LibtorrentEngine(EngineConfig config) : config_(std::move(config)) {}
+
+  ~LibtorrentEngine() override {
+    stop_.store(true);
+    if (alert_thread_.joinable()) alert_thread_.join();
+    session_.reset();  // blocks until libtorrent's threads are done
+  }
+
+  Status init() {
+    try {
+      lt::session_params params(make_settings(config_), {});  // no ut_pex, no ut_metadata
+      session_ = std::make_unique<lt::session>(std::move(params));
+      session_->add_extension(&lt::create_smart_ban_plugin);
+    } catch (const std::exception& e) {
+      return make_error(kErrEngine, std::string("libtorrent session: ") + e.what());
+    }
+    alert_thread_ = std::thread([this] { drain_alerts(); });
+    std::unique_lock lock(mutex_);
+    if (!listen_cv_.wait_for(lock, kListenTimeout,
+                             [this] { return ssl_port_ != 0 || !listen_error_.empty(); })) {
+      return make_error(kErrEngine, "no SSL listener on " + config_.listen_ip + " after 10 s");
+    }
+    if (ssl_port_ == 0) return make_error(kErrEngine, listen_error_);
+    return {};
+  }
+
+  uint16_t ssl_port() const override {
+    std::lock_guard lock(mutex_);
+    return ssl_port_;
+  }
+
+  Status add_seed(const TaskId& task, const std::string& metainfo,
+                  const std::string& content_path) override {
+    return add(task, metainfo, content_path, /*seed=*/true);
+  }
+
+  Status add_download(const TaskId& task, const std::string& metainfo,
+                      const std::string& content_path) override {
+    return add(task, metainfo, content_path, /*seed=*/false);
+  }
+
+  Status connect_peer(const TaskId& task, const Endpoint& peer) override {
+    lt::error_code ec;
+    lt::address addr = lt::make_address(peer.ip, ec);
+    if (ec || peer.port == 0) {
+      return make_error(kErrEngine,
+                        "connect_peer: bad endpoint " + peer.ip + ":" + std::to_string(peer.port));
+    }
+    auto h = handle_of(task);
+    if (!h) return h.error();
+    try {
+      h->connect_peer(lt::tcp::endpoint(addr, peer.port));
+    } catch (const std::exception& e) {
+      return make_error(kErrEngine, std::string("connect_peer: ") + e.what());
+    }
+    return {};
+  }
+
+  Result<TorrentProgress> progress(const TaskId& task) const override {
+    auto h = handle_of(task);
+    if (!h) return h.error();
+    lt::torrent_status st;
+    try {
+      st = h->status();
+    } catch (const std::exception& e) {
+      return make_error(kErrEngine, std::string("progress: ") + e.what());
+    }
+    TorrentProgress p;
+    p.state = map_state(st);
+    p.total_bytes = st.total_wanted;
+    p.done_bytes = st.total_wanted_done;
+    p.downloaded_bytes = st.all_time_download;
+    p.uploaded_bytes = st.all_time_upload;
+    p.num_peers = st.num_peers;
+    std::lock_guard lock(mutex_);
+    auto it = tasks_.find(task);
+    if (it != tasks_.end()) {
+      p.error = it->second.error;
+      p.last_peer_error = it->second.last_peer_error;
+      if (!p.error.empty()) p.state = TorrentState::kError;
+    }
+    if (p.state == TorrentState::kError && p.error.empty()) p.error = describe(st.errc);
+    return p;
+  }
+
+  Status remove(const TaskId& task) override {
+    lt::torrent_handle h;
+    {
+      std::lock_guard lock(mutex_);
+      auto it = tasks_.find(task);
+      if (it == tasks_.end()) return make_error(kErrEngine, "remove: unknown task " + task.get());
+      h = it->second.handle;
+      tasks_.erase(it);
+    }
+    session_->remove_torrent(h);  // without delete_files: the content stays on disk
+    return {};
+  }
+
+  std::string last_connection_error() const override {
+    std::lock_guard lock(mutex_);
+    return last_connection_error_;
+  }
+
+ private:
+  struct Task {
+    lt::torrent_handle handle;
+    std::string error;
+    std::string last_peer_error;
+  };
+
+  Result<lt::torrent_handle> handle_of(const TaskId& task) const {
+    std::lock_guard lock(mutex_);
+    auto it = tasks_.find(task);
+    if (it == tasks_.end()) return make_error(kErrEngine, "unknown task " + task.get());
+    return it->second.handle;
+  }
+
+  Status add(const TaskId& task, const std::string& metainfo, const std::string& content_path,
+             bool seed) {
+    if (auto checked = check_metainfo(metainfo); !checked) return checked.error();
+    std::filesystem::path path(content_path);
+    if (!path.has_filename()) {
+      return make_error(kErrEngine, "content path " + content_path + " names no file");
+    }
+    lt::add_torrent_params atp;
+    try {
+      lt::error_code ec;
+      atp.ti = std::make_shared<lt::torrent_info>(
+          lt::span<const char>(metainfo.data(), static_cast<std::ptrdiff_t>(metainfo.size())), ec,
+          lt::from_span);
+      if (ec) return make_error(kErrMetainfo, "metainfo does not parse: " + ec.message());
+    } catch (const std::exception& e) {
+      return make_error(kErrMetainfo, std::string("metainfo does not parse: ") + e.what());
+    }
+    std::filesystem::path parent = path.parent_path();
+    atp.save_path = parent.empty() ? std::string(".") : parent.string();
+    // The torrent's single file is named "content"; renaming it maps it onto any file name.
+    atp.renamed_files[lt::file_index_t{0}] = path.filename().string();
+    atp.flags &= ~(lt::torrent_flags::auto_managed | lt::torrent_flags::paused);
+    if (seed) {
+      atp.flags |= lt::torrent_flags::seed_mode;
+      atp.verified_pieces.resize(atp.ti->num_pieces(), true);
+    }
+
+    std::lock_guard lock(mutex_);  // libtorrent never waits on this mutex: no deadlock
+    if (tasks_.count(task) != 0) {
+      return make_error(kErrEngine, "task " + task.get() + " is already in the engine");
+    }
+    lt::error_code ec;
+    lt::torrent_handle h = session_->add_torrent(std::move(atp), ec);
+    if (ec) {
+      return make_error(kErrEngine, "add torrent for task " + task.get() + ": " + ec.message());
+    }
+    tasks_[task] = Task{h, {}, {}};
+    return {};
+  }
+
+  // Finds the task of a torrent alert. REQUIRES: mutex_ held.
+  Task* task_of(const lt::torrent_handle& h) {
+    for (auto& [id, t] : tasks_) {
+      if (t.handle == h) return &t;
+    }
+    return nullptr;
+  }
+
+  void record_peer_error(const lt::torrent_handle& h, const std::string& what) {
+    std::lock_guard lock(mutex_);
+    last_connection_error_ = what;
+    if (Task* t = task_of(h)) t->last_peer_error = what;
+  }
+
+  void handle_alert(lt::alert* a) {
+    if (auto* need = lt::alert_cast<lt::torrent_need_cert_alert>(a)) {
+      // A bad certificate or key comes back as a torrent_error_alert ("[certificate]",
+      // "[private key]"), which marks the task kError below.
+      need->handle.set_ssl_certificate_buffer(config_.cert_pem, config_.key_pem, kDhParamsPem);
+    } else if (auto* ok = lt::alert_cast<lt::listen_succeeded_alert>(a)) {
+      if (ok->socket_type == lt::socket_type_t::tcp_ssl) {
+        std::lock_guard lock(mutex_);
+        ssl_port_ = static_cast<uint16_t>(ok->port);
+        listen_cv_.notify_all();
+      }
+    } else if (auto* failed = lt::alert_cast<lt::listen_failed_alert>(a)) {
+      std::lock_guard lock(mutex_);
+      listen_error_ = "listen on " + config_.listen_ip + ":" + std::to_string(config_.ssl_port) +
+                      " failed: " + failed->message();
+      listen_cv_.notify_all();
+    } else if (auto* te = lt::alert_cast<lt::torrent_error_alert>(a)) {
+      std::lock_guard lock(mutex_);
+      if (Task* t = task_of(te->handle)) t->error = te->message();
+    } else if (auto* pe = lt::alert_cast<lt::peer_error_alert>(a)) {
+      record_peer_error(pe->handle, pe->message());
+    } else if (auto* pd = lt::alert_cast<lt::peer_disconnected_alert>(a)) {
+      // A clean close carries no error; everything else (TLS alerts included) is kept.
+      if (pd->error && pd->error != lt::errors::self_connection) {
+        record_peer_error(pd->handle, pd->message());
+      }
+    } else if (auto* fe = lt::alert_cast<lt::file_error_alert>(a)) {
+      std::lock_guard lock(mutex_);
+      if (Task* t = task_of(fe->handle)) t->error = fe->message();
+    }
+  }
+
+  void drain_alerts() {
+    std::vector<lt::alert*> alerts;
+    while (!stop_.load()) {
+      if (session_->wait_for_alert(std::chrono::milliseconds(100)) == nullptr) continue;
+      session_->pop_alerts(&alerts);
+      for (lt::alert* a : alerts) handle_alert(a);
+    }
+  }
+
+  const EngineConfig config_;
+  std::unique_ptr<lt::session> session_;
+  std::thread alert_thread_;
+  std::atomic<bool> stop_{false};
+
+  mutable std::mutex mutex_;
+  std::condition_variable listen_cv_;
+  uint16_t ssl_port_ = 0;                   // guarded by mutex_
+  std::string listen_error_;                // guarded by mutex_
+  std::string last_connection_error_;       // guarded by mutex_
+  std::unordered_map<TaskId, Task> tasks_;  // guarded by mutex_
+};
+
+}  // namespace
+
+Result<std::unique_ptr<TorrentEngine>> TorrentEngine::start(const EngineConfig& config) {
+  if (config.cert_pem.empty() || config.key_pem.empty()) {
+    return make_error(kErrEngine, "engine needs this node's certificate and key");
+  }
+  lt::error_code ec;
+  lt::make_address(config.listen_ip, ec);
+  if (ec) return make_error(kErrEngine, "bad listen ip " + config.listen_ip);
+  auto engine = std::make_unique<LibtorrentEngine>(config);
+  if (auto st = engine->init(); !st) return st.error();
+  return std::unique_ptr<TorrentEngine>(std::move(engine));
+}
+
+}  // namespace starling::peer

@@ -1,0 +1,124 @@
+// The supernode's RPC service (supernode/rpc_api.md) and its seeding workers.
+//
+// Owns: the LocalLog over the tracker, the swarm registry, and one thread per origin fetch
+// (a "seeding worker": fetch -> build metainfo -> seed -> MarkTaskReady). Borrows: the tracker
+// state machine and the torrent engine, which must outlive it.
+//
+// Threading: handle() is called concurrently from the mesh server's session threads. The
+// tracker and LocalLog serialise themselves; the swarm registry and the per-task origin byte
+// counters are guarded by their own mutexes. Register/restart decisions are atomic through the
+// state machine's transitions (a second CreateTask or RestartTask of a task is rejected), so
+// concurrent registrations of one task start exactly one worker.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/ids.h"
+#include "common/result.h"
+#include "crypto/keys.h"
+#include "mesh/session.h"
+#include "peer/engine/torrent_engine.h"
+#include "supernode/swarm_registry.h"
+#include "supernode/tracker/log.h"
+#include "supernode/tracker/state_machine.h"
+
+namespace starling::supernode {
+
+inline constexpr char kErrKeyMismatch[] = "enroll.key_mismatch";
+inline constexpr char kErrTaskUnknownRpc[] = "task.unknown";
+// Task errors recorded by the supernode itself (shown by GetTask, cleared by RegisterTask).
+inline constexpr char kErrInterrupted[] = "supernode.interrupted";
+inline constexpr char kErrContentMissing[] = "supernode.content_missing";
+inline constexpr char kErrSeed[] = "supernode.seed";
+
+// Peers returned by one Announce, the supernode's own seed included.
+inline constexpr size_t kMaxAnnouncePeers = 50;
+// Validity of certificates issued by Enroll.
+inline constexpr int64_t kLeafValiditySeconds = 12 * 3600;
+
+struct ServiceConfig {
+  std::string data_dir;   // tasks/<task_id>/content lives here
+  std::string listen_ip;  // advertised with the engine's SSL port as this node's seed endpoint
+  crypto::Ed25519KeyPair node_key;
+  crypto::Ed25519KeyPair ca_key;
+  std::string ca_pem;
+};
+
+class SupernodeService {
+ public:
+  // `tracker` and `engine` must outlive the service.
+  SupernodeService(ServiceConfig config, tracker::TrackerStateMachine& tracker,
+                   peer::TorrentEngine& engine);
+  ~SupernodeService();  // stop()
+  SupernodeService(const SupernodeService&) = delete;
+  SupernodeService& operator=(const SupernodeService&) = delete;
+
+  // Called once at start, before serving: re-seeds ready tasks whose content file is present;
+  // marks ready tasks whose content is gone, and fetches interrupted by a restart, as failed
+  // (the next RegisterTask restarts them).
+  void resume();
+
+  // One RPC. Never throws; malformed params give rpc.bad_message.
+  Result<nlohmann::json> handle(const mesh::RemotePeer& from, const std::string& method,
+                                const nlohmann::json& params);
+
+  // Aborts every origin fetch and joins every worker. Idempotent. After stop() no new worker
+  // starts.
+  void stop();
+
+  const NodeId& node_id() const { return node_id_; }
+
+ private:
+  struct FetchJob {
+    TaskId task;
+    std::string url;  // as the caller gave it (may carry a signature the record does not)
+    std::vector<std::string> headers;
+    std::optional<std::string> sha256;  // expected lowercase hex
+  };
+  struct Worker {
+    std::thread thread;
+    std::atomic<bool> done{false};
+  };
+
+  Result<nlohmann::json> enroll(const mesh::RemotePeer& from, const nlohmann::json& params);
+  Result<nlohmann::json> register_task(const nlohmann::json& params);
+  Result<nlohmann::json> get_task(const nlohmann::json& params);
+  Result<nlohmann::json> announce(const nlohmann::json& params);
+  Result<nlohmann::json> status();
+
+  void start_worker(FetchJob job);
+  void run_worker(const FetchJob& job);
+  void fail_task(const TaskId& task, const Error& error);
+  std::string content_path(const TaskId& task) const;
+  std::optional<int64_t> origin_bytes(const TaskId& task) const;
+
+  const ServiceConfig config_;
+  const NodeId node_id_;
+  tracker::TrackerStateMachine& tracker_;
+  tracker::LocalLog log_;
+  peer::TorrentEngine& engine_;
+
+  std::mutex swarm_mu_;
+  SwarmRegistry swarm_;  // guarded by swarm_mu_
+
+  mutable std::mutex origin_mu_;
+  std::unordered_map<TaskId, int64_t> origin_bytes_;  // guarded by origin_mu_
+
+  std::atomic<bool> abort_{false};
+  std::mutex workers_mu_;
+  bool stopping_ = false;      // guarded by workers_mu_
+  std::list<Worker> workers_;  // guarded by workers_mu_; list: stable addresses
+};
+
+}  // namespace starling::supernode

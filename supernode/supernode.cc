@@ -1,0 +1,117 @@
+#include "supernode/supernode.h"
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+
+#include "crypto/keys.h"
+#include "crypto/x509.h"
+#include "mesh/rpc.h"
+#include "mesh/session.h"
+#include "peer/engine/torrent_engine.h"
+#include "supernode/service.h"
+#include "supernode/tracker/state_machine.h"
+
+namespace starling::supernode {
+
+namespace fs = std::filesystem;
+
+// Declared in the order they start; destroyed in reverse (the destructor also stops the
+// server and the service explicitly first, so no RPC runs while the rest goes away).
+struct Supernode::Parts {
+  std::unique_ptr<tracker::TrackerStateMachine> tracker;
+  std::unique_ptr<peer::TorrentEngine> engine;
+  std::unique_ptr<SupernodeService> service;
+  std::unique_ptr<mesh::RpcServer> server;
+  uint16_t data_port = 0;
+};
+
+Supernode::Supernode(std::unique_ptr<Parts> parts) : parts_(std::move(parts)) {}
+
+Supernode::~Supernode() {
+  if (parts_->server) parts_->server->stop();
+  if (parts_->service) parts_->service->stop();
+  parts_->server.reset();
+  parts_->service.reset();
+  parts_->engine.reset();
+  parts_->tracker.reset();
+}
+
+uint16_t Supernode::mesh_port() const { return parts_->server->port(); }
+uint16_t Supernode::data_port() const { return parts_->data_port; }
+const NodeId& Supernode::node_id() const { return parts_->service->node_id(); }
+
+Result<std::unique_ptr<Supernode>> Supernode::start(const SupernodeConfig& config) {
+  crypto::init();
+  auto files = crypto::network_files(config.network_dir);
+  auto secret = crypto::load_network_secret(files.secret_path);
+  if (!secret.ok()) return secret.error();
+  auto ca_pem = crypto::read_file(files.ca_cert_path, /*secret=*/false);
+  if (!ca_pem.ok()) return ca_pem.error();
+  auto ca_key_pem = crypto::read_file(files.ca_key_path, /*secret=*/true);
+  if (!ca_key_pem.ok()) return ca_key_pem.error();
+  auto ca_key = crypto::ed25519_from_private_key_pem(*ca_key_pem);
+  if (!ca_key.ok()) return ca_key.error();
+
+  std::error_code ec;
+  fs::create_directories(config.data_dir, ec);
+  if (ec) {
+    return make_error("supernode.data_dir",
+                      "cannot create data dir " + config.data_dir + ": " + ec.message());
+  }
+  fs::path data(config.data_dir);
+  auto node_key = crypto::load_or_create_node_key((data / "node.key").string());
+  if (!node_key.ok()) return node_key.error();
+  int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                    std::chrono::system_clock::now().time_since_epoch())
+                    .count();
+  // TODO: renew before expiry; a supernode running longer than 12 h needs a fresh leaf.
+  auto leaf = crypto::issue_leaf(*ca_key, *ca_pem, node_key->public_key, crypto::Role::kSupernode,
+                                 now, kLeafValiditySeconds);
+  if (!leaf.ok()) return leaf.error();
+
+  auto parts = std::make_unique<Parts>();
+  auto tracker = tracker::open_sqlite_tracker((data / "tracker.db").string());
+  if (!tracker.ok()) return tracker.error();
+  parts->tracker = std::move(tracker).value();
+
+  peer::EngineConfig engine_config;
+  engine_config.listen_ip = config.listen_ip;
+  engine_config.ssl_port = config.data_port;
+  engine_config.cert_pem = *leaf;
+  engine_config.key_pem = crypto::ed25519_private_key_pem(*node_key);
+  auto engine = peer::TorrentEngine::start(engine_config);
+  if (!engine.ok()) return engine.error();
+  parts->engine = std::move(engine).value();
+  parts->data_port = parts->engine->ssl_port();
+
+  ServiceConfig service_config{config.data_dir, config.listen_ip, *node_key, *ca_key, *ca_pem};
+  parts->service = std::make_unique<SupernodeService>(std::move(service_config), *parts->tracker,
+                                                      *parts->engine);
+  parts->service->resume();
+
+  mesh::MeshConfig mesh_config;
+  mesh_config.psk = crypto::noise_psk(*secret);
+  mesh_config.static_secret = crypto::x25519_secret_from_ed25519(*node_key);
+  mesh_config.static_public = crypto::x25519_public_from_ed25519(node_key->public_key);
+  mesh_config.payload = *leaf;
+  // TODO(mesh-certs): enforce remote certificates (crypto::verify_leaf against the network CA,
+  // and the certificate's key must match the Noise static key). Until that issue lands any
+  // holder of the network PSK may call every RPC; Enroll is how a peer gets its certificate,
+  // so Enroll must stay open to PSK holders without one.
+  mesh_config.verify_remote = nullptr;
+  auto listener = mesh::listen(config.listen_ip, config.mesh_port, mesh_config);
+  if (!listener.ok()) return listener.error();
+  SupernodeService* service = parts->service.get();
+  parts->server = mesh::serve(
+      std::move(listener).value(),
+      [service](const mesh::RemotePeer& from, const std::string& method,
+                const nlohmann::json& params) { return service->handle(from, method, params); });
+  auto node = std::unique_ptr<Supernode>(new Supernode(std::move(parts)));
+  std::fprintf(stderr, "supernode: node %s listening on %s mesh %u data %u\n",
+               node->node_id().get().c_str(), config.listen_ip.c_str(), node->mesh_port(),
+               node->data_port());
+  return node;
+}
+
+}  // namespace starling::supernode

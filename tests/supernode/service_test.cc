@@ -1,0 +1,366 @@
+// The supernode service end to end: a real Supernode (SQLite, libtorrent engine, mesh
+// listener) on 127.0.0.1, a real HTTP origin, and a real RpcClient holding the network PSK.
+#include <gtest/gtest.h>
+#include <sodium.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <thread>
+
+#include "common/hex.h"
+#include "crypto/hash.h"
+#include "crypto/keys.h"
+#include "crypto/x509.h"
+#include "mesh/rpc.h"
+#include "origin/http_origin.h"
+#include "peer/engine/torrent_engine.h"
+#include "supernode/supernode.h"
+
+namespace starling::supernode {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string base64_decode(const std::string& b64) {
+  std::string out(b64.size(), '\0');
+  size_t len = 0;
+  if (sodium_base642bin(reinterpret_cast<unsigned char*>(out.data()), out.size(), b64.data(),
+                        b64.size(), nullptr, &len, nullptr, sodium_base64_VARIANT_ORIGINAL) != 0) {
+    return "";
+  }
+  out.resize(len);
+  return out;
+}
+
+class SupernodeServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    crypto::init();
+    std::string tmpl = (fs::temp_directory_path() / "supernode_test.XXXXXX").string();
+    root_ = mkdtemp(tmpl.data());
+    net_dir_ = root_ + "/net";
+    data_dir_ = root_ + "/data";
+    www_ = root_ + "/www";
+    fs::create_directories(www_);
+    auto files = crypto::init_network(net_dir_, "test", unix_now() - 60);
+    ASSERT_TRUE(files.ok()) << files.error().message;
+    auto ca = crypto::read_file(files->ca_cert_path, false);
+    ASSERT_TRUE(ca.ok());
+    ca_pem_ = *ca;
+    auto secret = crypto::load_network_secret(files->secret_path);
+    ASSERT_TRUE(secret.ok());
+    psk_ = crypto::noise_psk(*secret);
+
+    // 3 MiB + a bit of random bytes: several pieces.
+    std::mt19937 rng(42);
+    blob_.resize(3 * 1024 * 1024 + 123);
+    for (auto& c : blob_) c = static_cast<char>(rng() & 0xff);
+    write_www("blob.bin", blob_);
+    auto sha = crypto::sha256_file(www_ + "/blob.bin");
+    ASSERT_TRUE(sha.ok());
+    blob_sha_ = *sha;
+
+    auto origin = origin::HttpOrigin::start({www_, "127.0.0.1", 0, true});
+    ASSERT_TRUE(origin.ok()) << origin.error().message;
+    origin_ = std::move(origin).value();
+    start_supernode();
+  }
+
+  void TearDown() override {
+    node_.reset();
+    origin_.reset();
+    fs::remove_all(root_);
+  }
+
+  void write_www(const std::string& name, const std::string& bytes) {
+    std::ofstream(www_ + "/" + name, std::ios::binary) << bytes;
+  }
+
+  void start_supernode() {
+    SupernodeConfig config;
+    config.network_dir = net_dir_;
+    config.data_dir = data_dir_;
+    config.mesh_port = 0;
+    auto node = Supernode::start(config);
+    ASSERT_TRUE(node.ok()) << node.error().code << ": " << node.error().message;
+    node_ = std::move(node).value();
+  }
+
+  std::string url(const std::string& name) const {
+    return "http://127.0.0.1:" + std::to_string(origin_->port()) + "/" + name;
+  }
+
+  struct Client {
+    crypto::Ed25519KeyPair key;
+    std::unique_ptr<mesh::RpcClient> rpc;
+  };
+  Client connect() {
+    Client c;
+    c.key = crypto::generate_ed25519();
+    mesh::MeshConfig config;
+    config.psk = psk_;
+    config.static_secret = crypto::x25519_secret_from_ed25519(c.key);
+    config.static_public = crypto::x25519_public_from_ed25519(c.key.public_key);
+    auto rpc = mesh::RpcClient::connect("127.0.0.1", node_->mesh_port(), config, 5s);
+    EXPECT_TRUE(rpc.ok()) << rpc.error().message;
+    if (rpc.ok()) c.rpc = std::move(rpc).value();
+    return c;
+  }
+
+  Result<json> call(Client& c, const std::string& method, const json& params) {
+    return c.rpc->call(method, params, 10s);
+  }
+
+  // Polls GetTask until the task leaves "fetching".
+  json wait_settled(Client& c, const std::string& task_id) {
+    auto deadline = std::chrono::steady_clock::now() + 60s;
+    json last;
+    while (std::chrono::steady_clock::now() < deadline) {
+      auto r = call(c, "GetTask", {{"task_id", task_id}});
+      EXPECT_TRUE(r.ok()) << r.error().message;
+      if (!r.ok()) return {};
+      last = *r;
+      if (last["state"] != "fetching") return last;
+      std::this_thread::sleep_for(50ms);
+    }
+    ADD_FAILURE() << "task " << task_id << " still fetching: " << last.dump();
+    return last;
+  }
+
+  std::string root_, net_dir_, data_dir_, www_, ca_pem_, blob_, blob_sha_;
+  std::array<uint8_t, 32> psk_{};
+  std::unique_ptr<origin::HttpOrigin> origin_;
+  std::unique_ptr<Supernode> node_;
+};
+
+TEST_F(SupernodeServiceTest, EnrollIssuesALeafTheCaVerifies) {
+  Client c = connect();
+  ASSERT_TRUE(c.rpc);
+  auto r =
+      call(c, "Enroll", {{"public_key", to_hex(c.key.public_key.data(), 32)}, {"role", "peer"}});
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ((*r)["ca_pem"], ca_pem_);
+  auto info = crypto::verify_leaf(ca_pem_, (*r)["cert_pem"].get<std::string>(), unix_now());
+  ASSERT_TRUE(info.ok()) << info.error().message;
+  EXPECT_EQ(info->node, crypto::node_id_of(c.key.public_key));
+  EXPECT_EQ(info->role, crypto::Role::kPeer);
+  EXPECT_GE(info->not_after - unix_now(), 11 * 3600);
+
+  // Someone else's key: refused.
+  auto other = crypto::generate_ed25519();
+  auto bad =
+      call(c, "Enroll", {{"public_key", to_hex(other.public_key.data(), 32)}, {"role", "peer"}});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().code, "enroll.key_mismatch");
+  // Not a point on the curve, wrong length, wrong type: refused, no crash.
+  for (const json& params :
+       {json{{"public_key", std::string(64, 'f')}, {"role", "peer"}},
+        json{{"public_key", "abcd"}, {"role", "peer"}}, json{{"public_key", 7}, {"role", "peer"}},
+        json{{"role", "peer"}},
+        json{{"public_key", to_hex(c.key.public_key.data(), 32)}, {"role", "supernode"}}}) {
+    auto e = call(c, "Enroll", params);
+    EXPECT_FALSE(e.ok()) << params.dump();
+  }
+}
+
+TEST_F(SupernodeServiceTest, ConcurrentRegistrationsShareOneOriginFetch) {
+  Client a = connect();
+  Client b = connect();
+  ASSERT_TRUE(a.rpc && b.rpc);
+  Result<json> ra = make_error("x", "x"), rb = make_error("x", "x");
+  std::thread ta([&] { ra = call(a, "RegisterTask", {{"url", url("blob.bin")}}); });
+  std::thread tb([&] { rb = call(b, "RegisterTask", {{"url", url("blob.bin")}}); });
+  ta.join();
+  tb.join();
+  ASSERT_TRUE(ra.ok()) << ra.error().message;
+  ASSERT_TRUE(rb.ok()) << rb.error().message;
+  std::string id = (*ra)["task_id"];
+  EXPECT_EQ((*rb)["task_id"], id);
+  EXPECT_EQ(id.size(), 64u);
+
+  json t = wait_settled(a, id);
+  ASSERT_EQ(t["state"], "ready") << t.dump();
+  EXPECT_EQ(t["size"], blob_.size());
+  EXPECT_EQ(t["sha256"], blob_sha_);
+  EXPECT_EQ(t["url"], url("blob.bin"));
+  EXPECT_EQ(t["origin_bytes"], blob_.size());
+  std::string metainfo = base64_decode(t["metainfo"]);
+  auto size = peer::check_metainfo(metainfo);
+  ASSERT_TRUE(size.ok()) << size.error().message;
+  EXPECT_EQ(*size, static_cast<int64_t>(blob_.size()));
+  EXPECT_EQ(origin_->stats().requests, 1);
+
+  // A later registration of a ready task fetches nothing.
+  ASSERT_TRUE(call(b, "RegisterTask", {{"url", url("blob.bin")}}).ok());
+  EXPECT_EQ(origin_->stats().requests, 1);
+
+  // Announce: the supernode's own seed first, then other announcers, never the caller.
+  std::string na = crypto::node_id_of(a.key.public_key).get();
+  std::string nb = crypto::node_id_of(b.key.public_key).get();
+  json ann = {{"task_id", id},      {"node_id", na},   {"ip", "127.0.0.1"},
+              {"port", 40001},      {"done_bytes", 0}, {"total_bytes", blob_.size()},
+              {"uploaded_bytes", 0}};
+  auto pa = call(a, "Announce", ann);
+  ASSERT_TRUE(pa.ok()) << pa.error().message;
+  ASSERT_EQ((*pa)["peers"].size(), 1u) << pa->dump();
+  EXPECT_EQ((*pa)["peers"][0]["node_id"], node_->node_id().get());
+  EXPECT_EQ((*pa)["peers"][0]["port"], node_->data_port());
+  EXPECT_EQ((*pa)["peers"][0]["ip"], "127.0.0.1");
+  EXPECT_EQ((*pa)["peers"][0]["seed"], true);
+  ann["node_id"] = nb;
+  ann["port"] = 40002;
+  auto pb = call(b, "Announce", ann);
+  ASSERT_TRUE(pb.ok());
+  ASSERT_EQ((*pb)["peers"].size(), 2u) << pb->dump();
+  EXPECT_EQ((*pb)["peers"][0]["seed"], true);
+  EXPECT_EQ((*pb)["peers"][1]["node_id"], na);
+  EXPECT_EQ((*pb)["peers"][1]["port"], 40001);
+  EXPECT_EQ((*pb)["peers"][1]["seed"], false);
+
+  auto st = call(a, "Status", json::object());
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ((*st)["role"], "supernode");
+  EXPECT_EQ((*st)["node_id"], node_->node_id().get());
+  EXPECT_EQ((*st)["peers"], 2);
+  ASSERT_EQ((*st)["tasks"].size(), 1u);
+  EXPECT_EQ((*st)["tasks"][0]["state"], "ready");
+
+  // The task survives a restart on the same data dir, and is seeded again.
+  a.rpc.reset();
+  b.rpc.reset();
+  node_.reset();
+  start_supernode();
+  Client c = connect();
+  ASSERT_TRUE(c.rpc);
+  auto again = call(c, "GetTask", {{"task_id", id}});
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  EXPECT_EQ((*again)["state"], "ready");
+  EXPECT_EQ((*again)["sha256"], blob_sha_);
+  EXPECT_EQ(base64_decode((*again)["metainfo"]), metainfo);
+  ann["node_id"] = crypto::node_id_of(c.key.public_key).get();
+  auto pc = call(c, "Announce", ann);
+  ASSERT_TRUE(pc.ok());
+  EXPECT_EQ((*pc)["peers"][0]["seed"], true);
+  EXPECT_EQ(origin_->stats().requests, 1);
+}
+
+TEST_F(SupernodeServiceTest, OriginErrorsAreShownAndARetryRestartsTheFetch) {
+  Client c = connect();
+  ASSERT_TRUE(c.rpc);
+  auto r = call(c, "RegisterTask", {{"url", url("late.bin")}});
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  std::string id = (*r)["task_id"];
+  json t = wait_settled(c, id);
+  ASSERT_EQ(t["state"], "failed") << t.dump();
+  EXPECT_EQ(t["error"]["code"], "origin.http_status");
+  EXPECT_NE(t["error"]["message"].get<std::string>().find("404"), std::string::npos);
+
+  // The file appears; registering again restarts the fetch.
+  write_www("late.bin", "hello, swarm\n");
+  r = call(c, "RegisterTask", {{"url", url("late.bin")}});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ((*r)["task_id"], id);
+  t = wait_settled(c, id);
+  ASSERT_EQ(t["state"], "ready") << t.dump();
+  EXPECT_EQ(t["size"], 13);
+  EXPECT_FALSE(t.contains("error"));
+}
+
+TEST_F(SupernodeServiceTest, DigestMismatchFailsTheTask) {
+  Client c = connect();
+  ASSERT_TRUE(c.rpc);
+  std::string wrong = "sha256:" + std::string(64, '0');
+  auto r = call(c, "RegisterTask", {{"url", url("blob.bin")}, {"digest", wrong}});
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  json t = wait_settled(c, (*r)["task_id"]);
+  ASSERT_EQ(t["state"], "failed") << t.dump();
+  EXPECT_EQ(t["error"]["code"], "origin.digest_mismatch");
+
+  // The right digest: ready, checked end to end.
+  auto ok = call(c, "RegisterTask", {{"url", url("blob.bin")}, {"digest", "sha256:" + blob_sha_}});
+  ASSERT_TRUE(ok.ok());
+  t = wait_settled(c, (*ok)["task_id"]);
+  EXPECT_EQ(t["state"], "ready") << t.dump();
+  EXPECT_EQ(t["sha256"], blob_sha_);
+}
+
+TEST_F(SupernodeServiceTest, BadRequestsGetErrorsNotCrashes) {
+  Client c = connect();
+  ASSERT_TRUE(c.rpc);
+  struct Case {
+    std::string method;
+    json params;
+    std::string code;
+  };
+  const std::string id(64, 'a');
+  const Case cases[] = {
+      {"Frobnicate", json::object(), "rpc.unknown_method"},
+      {"RegisterTask", json::object(), "rpc.bad_message"},
+      {"RegisterTask", {{"url", 5}}, "rpc.bad_message"},
+      {"RegisterTask", {{"url", "ftp://h/f"}}, "task.bad_url"},
+      {"RegisterTask", {{"url", url("blob.bin")}, {"digest", "md5:abc"}}, "task.bad_digest"},
+      {"RegisterTask",
+       {{"url", url("blob.bin")}, {"headers", {"X: a\r\nHost: evil"}}},
+       "rpc.bad_message"},
+      {"RegisterTask", {{"url", url("blob.bin")}, {"headers", "X: a"}}, "rpc.bad_message"},
+      {"GetTask", {{"task_id", id}}, "task.unknown"},
+      {"GetTask", {{"task_id", "../etc"}}, "rpc.bad_message"},
+      {"Announce",
+       {{"task_id", id},
+        {"node_id", id},
+        {"ip", "127.0.0.1"},
+        {"port", 1},
+        {"done_bytes", 0},
+        {"total_bytes", 0},
+        {"uploaded_bytes", 0}},
+       "task.unknown"},
+      {"Announce",
+       {{"task_id", id},
+        {"node_id", id},
+        {"ip", "not an ip"},
+        {"port", 1},
+        {"done_bytes", 0},
+        {"total_bytes", 0},
+        {"uploaded_bytes", 0}},
+       "rpc.bad_message"},
+      {"Announce",
+       {{"task_id", id},
+        {"node_id", id},
+        {"ip", "127.0.0.1"},
+        {"port", 70000},
+        {"done_bytes", 0},
+        {"total_bytes", 0},
+        {"uploaded_bytes", 0}},
+       "rpc.bad_message"},
+      {"Announce",
+       {{"task_id", id},
+        {"node_id", id},
+        {"ip", "127.0.0.1"},
+        {"port", 1},
+        {"done_bytes", -1},
+        {"total_bytes", 0},
+        {"uploaded_bytes", 0}},
+       "rpc.bad_message"},
+  };
+  for (const Case& k : cases) {
+    auto r = call(c, k.method, k.params);
+    ASSERT_FALSE(r.ok()) << k.method << " " << k.params.dump();
+    EXPECT_EQ(r.error().code, k.code)
+        << k.method << " " << k.params.dump() << ": " << r.error().message;
+  }
+  EXPECT_EQ(origin_->stats().requests, 0);
+}
+
+}  // namespace
+}  // namespace starling::supernode
