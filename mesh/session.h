@@ -19,7 +19,7 @@
 
 namespace starling::mesh {
 
-inline constexpr char kErrConnect[] = "mesh.connect";            // TCP connect failed
+inline constexpr char kErrConnect[] = "mesh.connect";              // TCP connect failed
 inline constexpr char kErrHandshake[] = "mesh.handshake_refused";  // wrong key / not a node
 inline constexpr char kErrPeerRejected[] = "mesh.peer_rejected";   // verify callback said no
 inline constexpr char kErrClosed[] = "mesh.closed";                // orderly close by the peer
