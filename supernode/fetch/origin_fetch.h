@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -18,6 +19,7 @@ inline constexpr char kErrOriginStatus[] = "origin.http_status";       // 4xx/5x
 inline constexpr char kErrOriginIo[] = "origin.io";                    // local disk
 inline constexpr char kErrDigestMismatch[] = "origin.digest_mismatch";
 inline constexpr char kErrOriginAborted[] = "origin.aborted";
+inline constexpr char kErrOriginRequest[] = "origin.bad_request";  // bad URL, scheme or header
 
 struct FetchRequest {
   std::string url;

@@ -1,0 +1,213 @@
+// `starling get URL -o FILE`: registers the task with the local peer daemon, shows progress,
+// and writes FILE atomically (temp file in the same directory, fsync, rename) after checking
+// the bytes once more against the origin's SHA-256.
+#include "cli/get.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "common/task_id.h"
+#include "crypto/hash.h"
+#include "peer/api/local_api.h"
+
+namespace starling::cli {
+namespace {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+// A temp file next to the output; removed unless committed.
+class PendingOutput {
+ public:
+  ~PendingOutput() {
+    if (fd_ >= 0) ::close(fd_);
+    if (!temp_.empty()) ::unlink(temp_.c_str());
+  }
+
+  Status open(const std::string& output) {
+    output_ = output;
+    fs::path p = fs::absolute(output);
+    if (fs::is_directory(p))
+      return make_error("get.output", "cannot write " + output + ": is a directory");
+    std::string pattern =
+        (p.parent_path() / ("." + p.filename().string() + ".starling-XXXXXX")).string();
+    fd_ = ::mkstemp(pattern.data());
+    if (fd_ < 0) {
+      return make_error("get.output", "cannot write " + output + ": " + std::strerror(errno));
+    }
+    temp_ = pattern;
+    ::fchmod(fd_, 0644);
+    return {};
+  }
+
+  // Copies `source` into the temp file while hashing it; returns the SHA-256 hex.
+  Result<std::string> fill_from(const std::string& source) {
+    int in = ::open(source.c_str(), O_RDONLY | O_CLOEXEC);
+    if (in < 0)
+      return make_error("get.output", "cannot read " + source + ": " + std::strerror(errno));
+    crypto::Sha256 hash;
+    std::vector<char> buf(1 << 20);
+    while (true) {
+      ssize_t n = ::read(in, buf.data(), buf.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        ::close(in);
+        return make_error("get.output", "cannot read " + source + ": " + std::strerror(errno));
+      }
+      if (n == 0) break;
+      hash.update(buf.data(), static_cast<size_t>(n));
+      for (ssize_t off = 0; off < n;) {
+        ssize_t w = ::write(fd_, buf.data() + off, static_cast<size_t>(n - off));
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) {
+          ::close(in);
+          return make_error("get.output", "cannot write " + output_ + ": " + std::strerror(errno));
+        }
+        off += w;
+      }
+    }
+    ::close(in);
+    return hash.finish_hex();
+  }
+
+  Status commit() {
+    if (::fsync(fd_) != 0 || ::close(fd_) != 0) {
+      fd_ = -1;
+      return make_error("get.output", "cannot write " + output_ + ": " + std::strerror(errno));
+    }
+    fd_ = -1;
+    if (::rename(temp_.c_str(), output_.c_str()) != 0) {
+      return make_error("get.output", "cannot write " + output_ + ": " + std::strerror(errno));
+    }
+    temp_.clear();
+    return {};
+  }
+
+ private:
+  std::string output_;
+  std::string temp_;
+  int fd_ = -1;
+};
+
+std::string mib(int64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
+  return buf;
+}
+
+Result<json> api(const std::string& socket, const std::string& method, const std::string& target,
+                 const std::string& body) {
+  auto r = peer::local_api_call(socket, method, target, body, 30s);
+  if (!r) return r.error();
+  json j = json::parse(r->body, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    return make_error("get.daemon", "peer daemon sent an unreadable answer");
+  }
+  if (r->status != 200) {
+    const json e = j.value("error", json::object());
+    return make_error(e.value("code", "get.daemon"),
+                      e.value("message", "peer daemon answered HTTP " + std::to_string(r->status)));
+  }
+  return j;
+}
+
+int fail(const std::string& message) {
+  std::cerr << "starling get: " << message << "\n";
+  return 1;
+}
+
+}  // namespace
+
+int run_get(const ParsedArgs& args) {
+  const std::string url = args.positionals.at(0);
+  const std::string output = args.get("output");
+  const std::string socket = args.get("socket", kDefaultSocket);
+  const bool quiet = args.has("quiet");
+
+  if (auto ok = validate_url(url); !ok) return fail(ok.error().message);
+  json body = {{"url", url}, {"headers", args.all("header")}};
+  if (args.has("digest")) {
+    auto d = parse_digest(args.get("digest"));
+    if (!d) return fail(d.error().message);
+    body["digest"] = d->str();
+  }
+  if (args.has("tag")) body["tag"] = args.get("tag");
+  if (args.has("filter")) {
+    std::vector<std::string> names;
+    std::string list = args.get("filter");
+    for (size_t start = 0; start <= list.size();) {
+      size_t comma = list.find(',', start);
+      if (comma == std::string::npos) comma = list.size();
+      if (comma > start) names.push_back(list.substr(start, comma - start));
+      start = comma + 1;
+    }
+    body["filter"] = names;
+  }
+
+  // Fail on an unwritable output before anything is downloaded.
+  PendingOutput pending;
+  if (auto ok = pending.open(output); !ok) return fail(ok.error().message);
+
+  auto created = api(socket, "POST", "/v1/tasks", body.dump());
+  if (!created) return fail(created.error().message);
+  const std::string task_id = created->value("task_id", "");
+
+  const bool tty = ::isatty(STDERR_FILENO) == 1;
+  auto last_line = std::chrono::steady_clock::now();
+  json status;
+  while (true) {
+    auto got = api(socket, "GET", "/v1/tasks/" + task_id, "");
+    if (!got) return fail(got.error().message);
+    status = *got;
+    const std::string state = status.value("state", "");
+    if (state == "failed") {
+      const json e = status.value("error", json::object());
+      return fail(e.value("message", "download failed"));
+    }
+    if (state == "done") break;
+    if (!quiet) {
+      const int64_t total = status.value("total_bytes", int64_t{0});
+      const int64_t done = status.value("done_bytes", int64_t{0});
+      std::string line = state == "downloading" && total > 0
+                             ? "downloading " + mib(done) + " / " + mib(total) + " (" +
+                                   std::to_string(done * 100 / total) + "%), " +
+                                   std::to_string(status.value("peers", 0)) + " peers"
+                             : state + "…";
+      const auto now = std::chrono::steady_clock::now();
+      if (tty) {
+        std::cerr << "\r\033[K" << line << std::flush;
+      } else if (now - last_line >= 5s) {
+        std::cerr << line << "\n";
+        last_line = now;
+      }
+    }
+    std::this_thread::sleep_for(200ms);
+  }
+  if (!quiet && tty) std::cerr << "\r\033[K";
+
+  auto sum = pending.fill_from(status.value("path", ""));
+  if (!sum) return fail(sum.error().message);
+  const std::string expected = status.value("sha256", "");
+  if (*sum != expected) {
+    return fail("content hash sha256:" + *sum + " differs from the origin's sha256:" + expected);
+  }
+  if (auto ok = pending.commit(); !ok) return fail(ok.error().message);
+  if (!quiet) {
+    std::cerr << "saved " << output << " (" << status.value("total_bytes", int64_t{0})
+              << " bytes, sha256:" << *sum << ")\n";
+  }
+  return 0;
+}
+
+}  // namespace starling::cli

@@ -1,0 +1,206 @@
+// The `starling` binary: parses the command line (cli/args.h, cli/commands.cc) and runs one
+// subcommand. Exit codes: 0 success, 1 failure (one-line message on stderr), 2 usage error.
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <ctime>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "cli/get.h"
+#include "crypto/keys.h"
+#include "crypto/x509.h"
+#include "mesh/rpc.h"
+#include "origin/http_origin.h"
+#include "peer/daemon.h"
+#include "supernode/supernode.h"
+
+namespace starling::cli {
+namespace {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+constexpr char kProgram[] = "starling";
+
+int fail(const std::string& command, const std::string& message) {
+  std::cerr << kProgram << " " << command << ": " << message << "\n";
+  return 1;
+}
+
+// Blocks SIGINT/SIGTERM in every thread started after this call, so that only
+// wait_for_stop_signal() sees them.
+sigset_t block_stop_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  return set;
+}
+
+void wait_for_stop_signal(const sigset_t& set) {
+  int sig = 0;
+  sigwait(&set, &sig);
+}
+
+Result<uint16_t> port_flag(const ParsedArgs& args, const std::string& name, uint16_t fallback) {
+  if (!args.has(name)) return fallback;
+  auto port = parse_port(args.get(name), true);
+  if (!port) return make_error(kErrUsage, "--" + name + ": " + port.error().message);
+  return *port;
+}
+
+int usage(const std::string& message) {
+  std::cerr << kProgram << ": " << message << " (see '" << kProgram << " --help')\n";
+  return 2;
+}
+
+int run_supernode(const ParsedArgs& args) {
+  auto port = port_flag(args, "port", kDefaultSupernodePort);
+  auto data_port = port_flag(args, "data-port", kDefaultPeerDataPort);
+  if (!port) return usage("supernode: " + port.error().message);
+  if (!data_port) return usage("supernode: " + data_port.error().message);
+  supernode::SupernodeConfig config;
+  config.network_dir = args.get("network");
+  config.data_dir = args.get("data");
+  config.listen_ip = args.get("listen", "127.0.0.1");
+  config.mesh_port = *port;
+  config.data_port = *data_port;
+  const sigset_t stop = block_stop_signals();
+  auto node = supernode::Supernode::start(config);
+  if (!node) return fail("supernode", node.error().message);
+  std::cerr << "supernode: listening on " << config.listen_ip << ":" << (*node)->mesh_port()
+            << " (mesh), " << config.listen_ip << ":" << (*node)->data_port() << " (data)\n";
+  wait_for_stop_signal(stop);
+  std::cerr << "supernode: stopping\n";
+  return 0;
+}
+
+int run_peer(const ParsedArgs& args) {
+  auto data_port = port_flag(args, "data-port", kDefaultPeerDataPort);
+  if (!data_port) return usage("peer: " + data_port.error().message);
+  auto supernode = parse_host_port(args.get("supernode"));
+  if (!supernode) return usage("peer: --supernode: " + supernode.error().message);
+  peer::PeerConfig config;
+  config.network_dir = args.get("network");
+  config.data_dir = args.get("data");
+  config.supernode_host = supernode->host;
+  config.supernode_port = supernode->port;
+  config.listen_ip = args.get("listen", "127.0.0.1");
+  config.data_port = *data_port;
+  config.socket_path = args.get("socket", kDefaultSocket);
+  const sigset_t stop = block_stop_signals();
+  auto daemon = peer::PeerDaemon::start(config);
+  if (!daemon) return fail("peer", daemon.error().message);
+  wait_for_stop_signal(stop);
+  std::cerr << "peer: stopping\n";
+  return 0;
+}
+
+int run_mesh_init(const ParsedArgs& args) {
+  crypto::init();
+  const std::string dir = args.positionals.at(0);
+  auto files = crypto::init_network(dir, args.get("name", "starling"), std::time(nullptr));
+  if (!files) return fail("mesh init", files.error().message);
+  std::cout << "created network in " << dir << "\n"
+            << "  " << files->secret_path << "  network secret (0600): give to every node\n"
+            << "  " << files->ca_cert_path << "  network CA certificate: give to every node\n"
+            << "  " << files->ca_key_path << "  CA private key (0600): supernodes only\n";
+  return 0;
+}
+
+int run_status(const ParsedArgs& args) {
+  crypto::init();
+  auto supernode = parse_host_port(args.get("supernode", "127.0.0.1:8002"));
+  if (!supernode) return usage("status: --supernode: " + supernode.error().message);
+  const auto files = crypto::network_files(args.get("network"));
+  auto secret = crypto::load_network_secret(files.secret_path);
+  if (!secret) return fail("status", secret.error().message);
+  // An admin tool has a throwaway identity; the PSK is what admits it for now.
+  const auto key = crypto::generate_ed25519();
+  mesh::MeshConfig mesh;
+  mesh.psk = crypto::noise_psk(*secret);
+  mesh.static_secret = crypto::x25519_secret_from_ed25519(key);
+  mesh.static_public = crypto::x25519_public_from_ed25519(key.public_key);
+  auto client = mesh::RpcClient::connect(supernode->host, supernode->port, mesh, 5s);
+  if (!client) return fail("status", client.error().message);
+  auto status = (*client)->call("Status", json::object(), 5s);
+  if (!status) return fail("status", status.error().message);
+  if (args.has("json")) {
+    std::cout << status->dump(2) << "\n";
+    return 0;
+  }
+  std::cout << "supernode " << supernode->host << ":" << supernode->port << "\n"
+            << "  node id: " << status->value("node_id", "?") << "\n"
+            << "  peers:   " << status->value("peers", 0) << "\n";
+  const json tasks = status->value("tasks", json::array());
+  std::cout << "  tasks:   " << tasks.size() << "\n";
+  for (const auto& t : tasks) {
+    std::cout << "    " << t.value("task_id", "").substr(0, 16) << "  " << t.value("state", "")
+              << "  " << t.value("size", int64_t{0}) << " bytes  " << t.value("url", "") << "\n";
+  }
+  return 0;
+}
+
+int run_origin(const ParsedArgs& args) {
+  auto port = port_flag(args, "port", 8080);
+  if (!port) return usage("origin: " + port.error().message);
+  origin::OriginConfig config;
+  config.root_dir = args.get("root");
+  config.host = args.get("listen", "127.0.0.1");
+  config.port = *port;
+  config.range_support = !args.has("no-range");
+  const sigset_t stop = block_stop_signals();
+  auto server = origin::HttpOrigin::start(config);
+  if (!server) return fail("origin", server.error().message);
+  std::cout << "origin: serving " << config.root_dir << " on http://" << config.host << ":"
+            << (*server)->port() << "/" << std::endl;
+  wait_for_stop_signal(stop);
+  return 0;
+}
+
+std::string self_exe(const char* argv0) {
+  char buf[4096];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return argv0;
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+}  // namespace
+}  // namespace starling::cli
+
+int main(int argc, char** argv) {
+  using namespace starling::cli;
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  const auto& specs = command_specs();
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    std::cout << overview_text(kProgram, specs);
+    return args.empty() ? 2 : 0;
+  }
+  auto parsed = parse_args(specs, args);
+  if (!parsed) return usage(parsed.error().message);
+  const std::string& name = parsed->command->name;
+  if (parsed->help) {
+    std::cout << help_text(kProgram, *parsed->command);
+    return 0;
+  }
+  try {
+    if (name == "supernode") return run_supernode(*parsed);
+    if (name == "peer") return run_peer(*parsed);
+    if (name == "get") return run_get(*parsed);
+    if (name == "mesh init") return run_mesh_init(*parsed);
+    if (name == "status") return run_status(*parsed);
+    if (name == "origin") return run_origin(*parsed);
+    if (name == "demo") return run_demo(*parsed, self_exe(argv[0]));
+  } catch (const std::exception& e) {
+    std::cerr << kProgram << " " << name << ": " << e.what() << "\n";
+    return 1;
+  }
+  return usage("unknown command '" + name + "'");
+}

@@ -1,0 +1,304 @@
+// The whole path with real processes on loopback: an origin, a supernode and peer daemons,
+// all separate `starling` processes; `starling get` as a user would run it.
+#include <curl/curl.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include <gtest/gtest.h>
+
+#include "crypto/hash.h"
+#include "tests/integration/process.h"
+
+namespace starling::testing {
+namespace {
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+size_t append(char* data, size_t size, size_t n, void* out) {
+  static_cast<std::string*>(out)->append(data, size * n);
+  return size * n;
+}
+
+std::string http_get(const std::string& url) {
+  CURL* curl = curl_easy_init();
+  std::string body;
+  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, append);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT, 5L);
+  curl_easy_perform(curl);
+  curl_easy_cleanup(curl);
+  return body;
+}
+
+std::string sha256_of(const std::string& path) {
+  auto sum = crypto::sha256_file(path);
+  return sum.ok() ? *sum : "unreadable: " + sum.error().message;
+}
+
+// One origin, one supernode and `n` peer daemons, each its own process, on 127.0.0.x.
+class Cluster {
+ public:
+  explicit Cluster(int peers) {
+    fs::create_directories(dir_ / "www");
+    fs::create_directories(dir_ / "out");
+    auto init = run_starling({"mesh", "init", dir_ / "net"}, dir_ / "init.log");
+    EXPECT_EQ(init.code, 0) << init.output;
+
+    origin_port_ = free_port(kOriginIp);
+    origin_ = std::make_unique<Process>(
+        std::vector<std::string>{"origin", "--root", dir_ / "www", "--listen", kOriginIp, "--port",
+                                 std::to_string(origin_port_)},
+        dir_ / "origin.log");
+    EXPECT_TRUE(eventually([&] { return tcp_ready(kOriginIp, origin_port_); }, 10s));
+
+    mesh_port_ = free_port(kSupernodeIp);
+    supernode_ = std::make_unique<Process>(
+        std::vector<std::string>{"supernode", "--network", dir_ / "net", "--data",
+                                 dir_ / "supernode", "--listen", kSupernodeIp, "--port",
+                                 std::to_string(mesh_port_), "--data-port",
+                                 std::to_string(free_port(kSupernodeIp))},
+        dir_ / "supernode.log");
+    EXPECT_TRUE(eventually([&] { return tcp_ready(kSupernodeIp, mesh_port_); }, 20s))
+        << supernode_->output();
+
+    for (int i = 0; i < peers; ++i) {
+      const std::string ip = "127.0.0." + std::to_string(20 + i);
+      const std::string name = "peer" + std::to_string(i);
+      peers_.push_back(std::make_unique<Process>(
+          std::vector<std::string>{"peer", "--network", dir_ / "net", "--data", dir_ / name,
+                                   "--supernode", supernode_address(), "--listen", ip,
+                                   "--data-port", std::to_string(free_port(ip)), "--socket",
+                                   socket(i)},
+          dir_ / (name + ".log")));
+    }
+    for (int i = 0; i < peers; ++i) {
+      EXPECT_TRUE(eventually([&] { return fs::exists(socket(i)); }, 20s))
+          << peers_[static_cast<size_t>(i)]->output();
+    }
+  }
+
+  std::string supernode_address() const {
+    return std::string(kSupernodeIp) + ":" + std::to_string(mesh_port_);
+  }
+  std::string socket(int i) const { return dir_ / ("peer" + std::to_string(i) + ".sock"); }
+  std::string url(const std::string& file) const {
+    return "http://" + std::string(kOriginIp) + ":" + std::to_string(origin_port_) + "/" + file;
+  }
+  std::string www(const std::string& file) const { return dir_ / ("www/" + file); }
+  std::string out(const std::string& file) const { return dir_ / ("out/" + file); }
+  const TempDir& dir() const { return dir_; }
+  Process& supernode() { return *supernode_; }
+
+  // The origin's own counters (GET /_stats): "requests" and "bytes_sent".
+  int64_t origin_stat(const std::string& field) const {
+    auto body = http_get("http://" + std::string(kOriginIp) + ":" + std::to_string(origin_port_) +
+                         "/_stats");
+    auto j = nlohmann::json::parse(body, nullptr, false);
+    return j.is_object() ? j.value(field, int64_t{-1}) : -1;
+  }
+
+  Process& start_get(int peer, const std::vector<std::string>& extra, const std::string& log) {
+    std::vector<std::string> args = {"get"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    args.insert(args.end(), {"--socket", socket(peer), "--quiet"});
+    gets_.push_back(std::make_unique<Process>(args, dir_ / log));
+    return *gets_.back();
+  }
+
+  RunResult get(int peer, const std::vector<std::string>& extra) {
+    std::vector<std::string> args = {"get"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    args.insert(args.end(), {"--socket", socket(peer), "--quiet"});
+    return run_starling(args, dir_ / "get.log");
+  }
+
+  static constexpr char kOriginIp[] = "127.0.0.2";
+  static constexpr char kSupernodeIp[] = "127.0.0.3";
+
+ private:
+  TempDir dir_;
+  uint16_t origin_port_ = 0;
+  uint16_t mesh_port_ = 0;
+  std::unique_ptr<Process> origin_;
+  std::unique_ptr<Process> supernode_;
+  std::vector<std::unique_ptr<Process>> peers_;
+  std::vector<std::unique_ptr<Process>> gets_;
+};
+
+// Files in `dir` other than `keep`: a failed get must leave no temp file behind.
+std::vector<std::string> stray_files(const std::string& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::directory_iterator(dir)) out.push_back(e.path().filename().string());
+  return out;
+}
+
+TEST(SystemTest, FourConcurrentGetsByteIdenticalAndOriginServesOnce) {
+  Cluster c(4);
+  constexpr size_t kSize = 40 * 1024 * 1024 + 12345;  // not a multiple of the piece size
+  write_random_file(c.www("blob"), kSize, 7);
+  std::vector<Process*> gets;
+  for (int i = 0; i < 4; ++i) {
+    gets.push_back(&c.start_get(i, {c.url("blob"), "-o", c.out("blob" + std::to_string(i))},
+                                "get" + std::to_string(i) + ".log"));
+  }
+  const std::string expected = sha256_of(c.www("blob"));
+  for (int i = 0; i < 4; ++i) {
+    auto& g = *gets[static_cast<size_t>(i)];
+    ASSERT_EQ(g.wait(180s), 0) << g.output();
+    EXPECT_EQ(sha256_of(c.out("blob" + std::to_string(i))), expected) << "peer " << i;
+    EXPECT_EQ(fs::file_size(c.out("blob" + std::to_string(i))), kSize);
+  }
+  EXPECT_EQ(c.origin_stat("requests"), 1);
+  EXPECT_EQ(c.origin_stat("bytes_sent"), static_cast<int64_t>(kSize));
+  EXPECT_EQ(stray_files(c.dir() / "out").size(), 4u);
+
+  // A second get of the same URL is served from the swarm and the cache: still one request.
+  auto again = c.get(1, {c.url("blob"), "-o", c.out("again")});
+  ASSERT_EQ(again.code, 0) << again.output;
+  EXPECT_EQ(sha256_of(c.out("again")), expected);
+  EXPECT_EQ(c.origin_stat("requests"), 1);
+}
+
+TEST(SystemTest, DigestGivenAndMatching) {
+  Cluster c(1);
+  write_random_file(c.www("f"), 3 * 1024 * 1024, 3);
+  auto r = c.get(0, {c.url("f"), "-o", c.out("f"), "--digest", "sha256:" + sha256_of(c.www("f"))});
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(sha256_of(c.out("f")), sha256_of(c.www("f")));
+}
+
+TEST(SystemTest, BadInputGivesOneLineErrorAndWritesNothing) {
+  Cluster c(1);
+  write_random_file(c.www("f"), 1024 * 1024, 5);
+  struct Case {
+    std::string name;
+    std::vector<std::string> args;
+    std::string message;
+  };
+  const std::string wrong_digest = "sha256:" + std::string(64, 'a');
+  const Case cases[] = {
+      {"unreachable origin",
+       {"http://127.0.0.2:" + std::to_string(free_port("127.0.0.2")) + "/f", "-o", c.out("x")},
+       "origin unreachable: http://127.0.0.2:"},
+      {"404",
+       {c.url("missing"), "-o", c.out("x")},
+       "origin returned HTTP 404 for " + c.url("missing")},
+      {"digest mismatch",
+       {c.url("f"), "-o", c.out("x"), "--digest", wrong_digest},
+       "digest mismatch for " + c.url("f") + ": expected " + wrong_digest},
+      {"unwritable output",
+       {c.url("f"), "-o", c.dir() / "no/such/dir/x"},
+       "cannot write " + (c.dir() / "no/such/dir/x") + ": No such file or directory"},
+      {"output is a directory",
+       {c.url("f"), "-o", c.dir() / "out"},
+       "cannot write " + (c.dir() / "out") + ": is a directory"},
+      {"bad digest syntax",
+       {c.url("f"), "-o", c.out("x"), "--digest", "md5:00"},
+       "unsupported digest algorithm 'md5'"},
+      {"not http", {"ftp://h/f", "-o", c.out("x")}, "URL must start with http:// or https://"},
+  };
+  for (const auto& k : cases) {
+    auto r = c.get(0, k.args);
+    EXPECT_EQ(r.code, 1) << k.name << ": " << r.output;
+    EXPECT_NE(r.output.find("starling get: " + k.message), std::string::npos)
+        << k.name << ": " << r.output;
+    EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << k.name << ": " << r.output;
+    EXPECT_TRUE(stray_files(c.dir() / "out").empty()) << k.name;
+  }
+  EXPECT_EQ(c.origin_stat("bytes_sent") >= 0, true);
+}
+
+TEST(SystemTest, NoDaemonIsAClearError) {
+  TempDir d;
+  auto r = run_starling({"get", "http://127.0.0.2/f", "-o", d / "x", "--socket", d / "none.sock"},
+                        d / "log");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.output.find("no peer daemon at " + (d / "none.sock")), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(d / "x"));
+}
+
+TEST(SystemTest, WrongNetworkKeyIsRefusedAndReported) {
+  Cluster c(0);
+  auto other = run_starling({"mesh", "init", c.dir() / "other"}, c.dir() / "other.log");
+  ASSERT_EQ(other.code, 0) << other.output;
+  auto r = run_starling({"peer", "--network", c.dir() / "other", "--data", c.dir() / "intruder",
+                         "--supernode", c.supernode_address(), "--listen", "127.0.0.40",
+                         "--data-port", "0", "--socket", c.dir() / "intruder.sock"},
+                        c.dir() / "intruder.log", 30s);
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_NE(r.output.find("starling peer: handshake with " + c.supernode_address() +
+                          " refused (wrong network key, or not a Starling node)"),
+            std::string::npos)
+      << r.output;
+  EXPECT_TRUE(eventually(
+      [&] {
+        return c.supernode().output().find("handshake from 127.0.0.1") != std::string::npos ||
+               c.supernode().output().find("mesh: handshake from") != std::string::npos;
+      },
+      5s))
+      << c.supernode().output();
+  EXPECT_FALSE(fs::exists(c.dir() / "intruder.sock"));
+}
+
+TEST(CliTest, UsageErrorsExitTwoWithOneLine) {
+  TempDir d;
+  const std::vector<std::vector<std::string>> cases = {
+      {},
+      {"fly"},
+      {"get"},
+      {"get", "http://h/f"},
+      {"get", "http://h/f", "-o", "x", "--nope"},
+      {"supernode", "--data", "d"},
+      {"peer"},
+      {"mesh", "init"},
+      {"status"},
+      {"demo", "--peers", "x"},
+      {"origin", "--root", "r", "--port", "70000"}};
+  for (const auto& args : cases) {
+    auto r = run_starling(args, d / "log", 10s);
+    std::string joined;
+    for (const auto& a : args) joined += a + " ";
+    EXPECT_EQ(r.code, 2) << joined << r.output;
+    if (!args.empty()) {
+      EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << joined << r.output;
+    }
+  }
+}
+
+TEST(CliTest, HelpIsTruthful) {
+  TempDir d;
+  for (const char* cmd : {"supernode", "peer", "get", "status", "demo", "origin"}) {
+    auto r = run_starling({cmd, "--help"}, d / "log", 10s);
+    EXPECT_EQ(r.code, 0) << cmd;
+    EXPECT_NE(r.output.find(std::string("Usage: starling ") + cmd), std::string::npos) << r.output;
+  }
+  auto r = run_starling({"mesh", "init", "--help"}, d / "log", 10s);
+  EXPECT_EQ(r.code, 0);
+  EXPECT_NE(r.output.find("Usage: starling mesh init DIR"), std::string::npos) << r.output;
+}
+
+TEST(MeshInitTest, CreatesKeyFilesWithPrivateModesAndRefusesToOverwrite) {
+  TempDir d;
+  auto r = run_starling({"mesh", "init", d / "net"}, d / "log", 10s);
+  ASSERT_EQ(r.code, 0) << r.output;
+  struct stat st {};
+  ASSERT_EQ(::stat((d / "net/network.secret").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  ASSERT_EQ(::stat((d / "net/ca.key").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  ASSERT_EQ(::stat((d / "net/ca.pem").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0077, 0044u);
+  const std::string secret = read_text(d / "net/network.secret");
+  auto again = run_starling({"mesh", "init", d / "net"}, d / "log", 10s);
+  EXPECT_EQ(again.code, 1);
+  EXPECT_NE(again.output.find("a network already exists in"), std::string::npos) << again.output;
+  EXPECT_EQ(read_text(d / "net/network.secret"), secret);
+}
+
+}  // namespace
+}  // namespace starling::testing
