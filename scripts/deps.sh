@@ -8,7 +8,8 @@ packages=(
   libtorrent-rasterbar-dev libboost-dev libboost-system-dev libsodium-dev libssl-dev
   libsqlite3-dev libcurl4-openssl-dev nlohmann-json3-dev libgtest-dev libgmock-dev
   clang clang-format libclang-rt-14-dev
-  iproute2 iptables procps curl openssl python3
+  iproute2 iptables procps curl openssl python3 tcpdump
+  nginx aria2 opentracker mktorrent gnuplot-nox
 )
 
 missing=()

@@ -1,0 +1,109 @@
+"""lab.py commands:
+
+  lab.py check --starling BIN [--peers 4] [--size-mib 64] [--rate-mbit 100]
+               [--fault none|kill9-peer|stop-peer|stop-supernode|partition|linkdown]
+               [--timeout 480] [--budget 560] [--json FILE] [--keep]
+      Starling only: one origin (nginx), one supernode, N peers; fails (exit 1) only on
+      correctness: every output byte-identical, origin egress <= 1.05 x size, no peer asked the
+      origin. Timing is printed, never judged. Used by tests/lab (CTest, LABELS integration).
+
+  lab.py cleanup
+      Removes what crashed runs left behind (namespaces, links, iptables rule, temp files).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+from lab import Lab, cleanup_stale, log
+from scenarios import MIB, World, run_starling, starling_correctness
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="lab.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("check", help="Starling correctness run")
+    c.add_argument("--starling", required=True)
+    c.add_argument("--peers", type=int, default=4)
+    c.add_argument("--size-mib", type=int, default=64)
+    c.add_argument("--rate-mbit", type=float, default=100.0)
+    c.add_argument("--fault", default="none",
+                   choices=["none", "kill9-peer", "stop-peer", "stop-supernode", "partition",
+                            "linkdown"])
+    c.add_argument("--timeout", type=float, default=480.0, help="download phase limit, s")
+    c.add_argument("--budget", type=float, default=560.0,
+                   help="hard limit for the whole run, s; then tear down and fail")
+    c.add_argument("--json")
+    c.add_argument("--keep", action="store_true", help="keep the lab's files (logs)")
+    sub.add_parser("cleanup", help="remove leftovers of crashed runs")
+    a = ap.parse_args(argv)
+
+    if a.cmd == "cleanup":
+        if os.geteuid() != 0:
+            print("lab.py: needs root", file=sys.stderr)
+            return 2
+        n = cleanup_stale()
+        print(f"removed leftovers of {len(n)} run(s)")
+        return 0
+
+    # Exit 77 (CTest SKIP_RETURN_CODE) when this machine cannot host a lab at all.
+    if os.geteuid() != 0:
+        print("lab.py check: SKIPPED: needs root (network namespaces, tc, iptables)")
+        return 77
+    for tool in ("ip", "tc", "iptables", "nginx", "unshare"):
+        if shutil.which(tool) is None:
+            print(f"lab.py check: SKIPPED: {tool} not found (scripts/deps.sh installs it)")
+            return 77
+    if subprocess.run(["unshare", "--net", "true"], capture_output=True).returncode != 0:
+        print("lab.py check: SKIPPED: cannot create network namespaces here")
+        return 77
+    starling = os.path.abspath(a.starling)
+    if not os.access(starling, os.X_OK):
+        print(f"lab.py: {starling} is not an executable", file=sys.stderr)
+        return 2
+    try:
+        with Lab(keep=a.keep) as lab:
+            signal.alarm(int(a.budget))  # SIGALRM tears the lab down like Ctrl-C does
+            try:
+                world = World(lab, a.peers, a.size_mib * MIB, a.rate_mbit, a.rate_mbit,
+                              tracker=False)
+                r = run_starling(world, starling, a.timeout, fault=a.fault)
+            except RuntimeError as e:
+                lab.keep = True  # keep the logs of a failed run
+                print(f"starling lab check: FAIL: {e}")
+                return 1
+            problems = starling_correctness(r)
+            if problems:
+                lab.keep = True
+    except KeyboardInterrupt as e:
+        print(f"starling lab check: FAIL: interrupted ({e}) - over the {a.budget:.0f} s budget "
+              "or Ctrl-C; everything was removed")
+        return 130
+    finally:
+        signal.alarm(0)
+    times = ", ".join("-" if t is None else f"{t:.1f}" for t in r["times"])
+    print(f"starling lab check: {a.peers} peers, {a.size_mib} MiB, {a.rate_mbit} Mbit/s links"
+          + (f", fault {a.fault}" if a.fault != "none" else ""))
+    print(f"  completion s: {times} (p50 {r['p50']:.1f}, p95 {r['p95']:.1f}; not judged)")
+    print(f"  origin: {r['origin_http_bytes']} HTTP bytes = "
+          f"{r['origin_http_bytes'] / r['size_bytes']:.3f} x file; requests: "
+          + "; ".join(r["origin_requests"]))
+    print(f"  from seed {r['from_seed_bytes'] / MIB:.1f} MiB, from peers "
+          f"{r['from_peers_bytes'] / MIB:.1f} MiB; CPU {r['cpu_per_gib']:.1f} s/GiB")
+    for f in r["faults"]:
+        print(f"  fault: {f}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(r, f, indent=1)
+    if problems:
+        for p in problems:
+            print(f"  FAIL: {p}")
+        return 1
+    print("  OK: outputs identical, origin egress within 1.05 x, no back-to-source")
+    return 0
