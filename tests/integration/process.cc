@@ -29,8 +29,12 @@ std::string read_text(const std::string& path) {
   return s.str();
 }
 
-Process::Process(const std::vector<std::string>& args, std::string log) : log_(std::move(log)) {
-  std::vector<std::string> full = {starling_binary()};
+Process::Process(const std::vector<std::string>& args, std::string log)
+    : Process(starling_binary(), args, std::move(log)) {}
+
+Process::Process(const std::string& program, const std::vector<std::string>& args, std::string log)
+    : log_(std::move(log)) {
+  std::vector<std::string> full = {program};
   full.insert(full.end(), args.begin(), args.end());
   std::vector<char*> argv;
   for (auto& a : full) argv.push_back(a.data());

@@ -17,6 +17,8 @@ class Process {
  public:
   // Starts `starling ARGS...` with stdout and stderr appended to `log`.
   Process(const std::vector<std::string>& args, std::string log);
+  // Starts any program (absolute path) the same way.
+  Process(const std::string& program, const std::vector<std::string>& args, std::string log);
   ~Process();  // SIGKILL if still running
   Process(const Process&) = delete;
   Process& operator=(const Process&) = delete;
