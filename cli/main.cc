@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <iostream>
@@ -96,7 +97,20 @@ int run_peer(const ParsedArgs& args) {
   config.data_port = *data_port;
   config.socket_path = args.get("socket", kDefaultSocket);
   const sigset_t stop = block_stop_signals();
+  // A supernode that is not up yet (connection refused) is waited for, up to a minute, so
+  // hosts may start in any order; a refused handshake (wrong key) fails at once.
   auto daemon = peer::PeerDaemon::start(config);
+  const auto give_up = std::chrono::steady_clock::now() + 60s;
+  auto backoff = 250ms;
+  while (!daemon && daemon.error().code == mesh::kErrConnect &&
+         std::chrono::steady_clock::now() < give_up) {
+    std::cerr << "peer: waiting for the supernode: " << daemon.error().message << "\n";
+    const auto secs = std::chrono::duration_cast<std::chrono::seconds>(backoff);
+    timespec pause{secs.count(), std::chrono::nanoseconds(backoff - secs).count()};
+    if (sigtimedwait(&stop, nullptr, &pause) > 0) return 0;  // stopped while waiting
+    backoff = std::min<std::chrono::milliseconds>(backoff * 2, 4s);
+    daemon = peer::PeerDaemon::start(config);
+  }
   if (!daemon) return fail("peer", daemon.error().message);
   wait_for_stop_signal(stop);
   std::cerr << "peer: stopping\n";

@@ -1,5 +1,6 @@
 // The whole path with real processes on loopback: an origin, a supernode and peer daemons,
 // all separate `starling` processes; `starling get` as a user would run it.
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <filesystem>
@@ -127,6 +128,29 @@ TEST(SystemTest, WrongNetworkKeyIsRefusedAndReported) {
       5s))
       << c.supernode().output();
   EXPECT_FALSE(fs::exists(c.dir() / "intruder.sock"));
+}
+
+TEST(SystemTest, PeerStartedBeforeItsSupernodeWaitsForIt) {
+  TempDir d;
+  ASSERT_EQ(run_starling({"mesh", "init", d / "net"}, d / "init.log").code, 0);
+  const uint16_t port = free_port("127.0.0.3");
+  const std::string supernode = "127.0.0.3:" + std::to_string(port);
+  Process peer({"peer", "--network", d / "net", "--data", d / "peer", "--supernode", supernode,
+                "--listen", "127.0.0.50", "--data-port", "0", "--socket", d / "peer.sock"},
+               d / "peer.log");
+  ASSERT_TRUE(eventually(
+      [&] { return peer.output().find("peer: waiting for the supernode") != std::string::npos; },
+      10s))
+      << peer.output();
+  EXPECT_TRUE(peer.running());
+  Process super({"supernode", "--network", d / "net", "--data", d / "super", "--listen",
+                 "127.0.0.3", "--port", std::to_string(port), "--data-port", "0"},
+                d / "super.log");
+  EXPECT_TRUE(eventually([&] { return fs::exists(d / "peer.sock"); }, 30s))
+      << peer.output() << super.output();
+  peer.signal(SIGTERM);
+  EXPECT_EQ(peer.wait(20s), 0) << peer.output();
+  EXPECT_FALSE(fs::exists(d / "peer.sock"));
 }
 
 TEST(CliTest, UsageErrorsExitTwoWithOneLine) {
