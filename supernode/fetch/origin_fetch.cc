@@ -1,7 +1,6 @@
 #include "supernode/fetch/origin_fetch.h"
 
 #include <fcntl.h>
-#include <sodium.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,7 +10,7 @@
 
 #include <curl/curl.h>
 
-#include "common/hex.h"
+#include "crypto/hash.h"
 
 namespace starling::supernode {
 
@@ -24,10 +23,7 @@ constexpr long kMaxRedirects = 5;
 
 void curl_init_once() {
   static std::once_flag once;
-  std::call_once(once, [] {
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-    if (sodium_init() < 0) std::abort();  // libsodium cannot work at all: nothing to recover
-  });
+  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
 }
 
 struct CurlDeleter {
@@ -42,7 +38,7 @@ struct Transfer {
   const FetchRequest* request = nullptr;
   CURL* curl = nullptr;
   int fd = -1;
-  crypto_hash_sha256_state hash{};
+  crypto::Sha256 hash;
   int64_t written = 0;
   int write_errno = 0;  // set when the local write failed
   bool aborted = false;
@@ -69,7 +65,7 @@ size_t on_write(char* data, size_t size, size_t nmemb, void* user) {
     }
     off += static_cast<size_t>(w);
   }
-  crypto_hash_sha256_update(&t->hash, reinterpret_cast<const unsigned char*>(data), n);
+  t->hash.update(data, n);
   t->written += static_cast<int64_t>(n);
   if (t->request->on_progress) {
     curl_off_t total = -1;
@@ -167,7 +163,6 @@ Result<FetchResult> fetch_to_file(const FetchRequest& request) {
   t.request = &request;
   t.curl = c;
   t.fd = part.fd();
-  crypto_hash_sha256_init(&t.hash);
   char errbuf[CURL_ERROR_SIZE] = {};
 
   curl_easy_setopt(c, CURLOPT_URL, url.c_str());
@@ -218,11 +213,9 @@ Result<FetchResult> fetch_to_file(const FetchRequest& request) {
   if (int err = part.close(); err != 0) {
     return make_error(kErrOriginIo, "cannot close " + part.path() + ": " + std::strerror(err));
   }
-  unsigned char digest[crypto_hash_sha256_BYTES];
-  crypto_hash_sha256_final(&t.hash, digest);
   FetchResult result;
   result.size = t.written;
-  result.sha256 = to_hex(digest, sizeof(digest));
+  result.sha256 = t.hash.finish_hex();
   if (request.sha256 && lower(*request.sha256) != result.sha256) {
     return make_error(kErrDigestMismatch, "digest mismatch for " + url + ": expected sha256:" +
                                               *request.sha256 + ", got sha256:" + result.sha256);
