@@ -2,13 +2,9 @@
 // run as separate processes of this binary on 127.0.0.x; N `starling get` processes download
 // one generated file at once; the demo shows progress per peer, where the bytes came from,
 // verifies every output and removes everything it started, also on Ctrl-C.
-#include <arpa/inet.h>
-#include <curl/curl.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -26,6 +22,7 @@
 #include <vector>
 
 #include "cli/get.h"
+#include "cli/local_net.h"
 #include "crypto/hash.h"
 #include "crypto/keys.h"
 #include "crypto/x509.h"
@@ -49,49 +46,10 @@ std::string mib(double bytes) {
   return buf;
 }
 
-// Asks the kernel for a free TCP port on `ip`.
-Result<uint16_t> free_port(const std::string& ip) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  ::inet_pton(AF_INET, ip.c_str(), &addr.sin_addr);
-  socklen_t len = sizeof addr;
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    if (fd >= 0) ::close(fd);
-    return make_error("demo.port", "cannot bind " + ip + ": " + std::strerror(errno));
-  }
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
-bool tcp_ready(const std::string& ip, uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  ::inet_pton(AF_INET, ip.c_str(), &addr.sin_addr);
-  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  ::close(fd);
-  return ok;
-}
-
-size_t append(char* data, size_t size, size_t n, void* out) {
-  static_cast<std::string*>(out)->append(data, size * n);
-  return size * n;
-}
-
 Result<json> http_get_json(const std::string& url) {
-  CURL* curl = curl_easy_init();
-  std::string body;
-  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, append);
-  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT, 5L);
-  CURLcode rc = curl_easy_perform(curl);
-  curl_easy_cleanup(curl);
-  if (rc != CURLE_OK) return make_error("demo.http", url + ": " + curl_easy_strerror(rc));
-  json j = json::parse(body, nullptr, false);
+  auto body = http_get(url);
+  if (!body) return body.error();
+  json j = json::parse(*body, nullptr, false);
   if (j.is_discarded()) return make_error("demo.http", url + ": not JSON");
   return j;
 }

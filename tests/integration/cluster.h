@@ -3,8 +3,6 @@
 // its directory removed when the Cluster is destroyed.
 #pragma once
 
-#include <curl/curl.h>
-
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -13,6 +11,7 @@
 
 #include <gtest/gtest.h>
 
+#include "cli/local_net.h"
 #include "crypto/hash.h"
 #include "tests/integration/process.h"
 
@@ -20,21 +19,10 @@ namespace starling::testing {
 
 using namespace std::chrono_literals;
 
-inline size_t append(char* data, size_t size, size_t n, void* out) {
-  static_cast<std::string*>(out)->append(data, size * n);
-  return size * n;
-}
-
+// The body of a GET, or "" when it failed (the caller's assertion then says what it missed).
 inline std::string http_get(const std::string& url) {
-  CURL* curl = curl_easy_init();
-  std::string body;
-  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, append);
-  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT, 5L);
-  curl_easy_perform(curl);
-  curl_easy_cleanup(curl);
-  return body;
+  auto body = cli::http_get(url);
+  return body.ok() ? *body : std::string();
 }
 
 inline std::string sha256_of(const std::string& path) {

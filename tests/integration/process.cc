@@ -1,11 +1,10 @@
 #include "tests/integration/process.h"
 
-#include <arpa/inet.h>
+#include "cli/local_net.h"
+
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -92,30 +91,12 @@ RunResult run_starling(const std::vector<std::string>& args, const std::string& 
 }
 
 uint16_t free_port(const std::string& ip) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  ::inet_pton(AF_INET, ip.c_str(), &addr.sin_addr);
-  socklen_t len = sizeof addr;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    ::close(fd);
-    throw std::runtime_error("cannot bind " + ip);
-  }
-  ::close(fd);
-  return ntohs(addr.sin_port);
+  auto port = cli::free_port(ip);
+  if (!port) throw std::runtime_error(port.error().message);
+  return *port;
 }
 
-bool tcp_ready(const std::string& ip, uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  ::inet_pton(AF_INET, ip.c_str(), &addr.sin_addr);
-  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  ::close(fd);
-  return ok;
-}
+bool tcp_ready(const std::string& ip, uint16_t port) { return cli::tcp_ready(ip, port); }
 
 TempDir::TempDir() {
   char tmpl[] = "/tmp/starling-test-XXXXXX";
