@@ -84,14 +84,17 @@ const std::vector<CommandSpec>& command_specs() {
        "Writes DIR/network.secret (0600), DIR/ca.key (0600) and DIR/ca.pem. Supernodes need\n"
        "all three; peers need network.secret and ca.pem. Keep ca.key off peer machines."},
       {"status",
-       "Show a supernode's state: its node id, tasks and announced peers.",
+       "Show a supernode's state: its node id, tasks and announced peers. An admin command: "
+       "it needs the network CA key.",
        {},
        {
-           req("network", "DIR", "Network directory (network.secret, ca.pem)."),
+           req("network", "DIR", "Network directory with network.secret, ca.pem and ca.key."),
            opt("supernode", "HOST:PORT", "Supernode mesh address.", "127.0.0.1:8002"),
            boolean("json", "Print the raw JSON answer."),
        },
-       ""},
+       "Signs itself a 10-minute admin certificate for a throwaway key with DIR/ca.key and\n"
+       "presents it to the supernode (Status is refused to peer certificates). Without\n"
+       "DIR/ca.key it prints 'starling status needs DIR/ca.key to act as an admin' and exits 1."},
       {"origin",
        "Serve a directory over plain HTTP (GET, HEAD, Range) and count requests: the origin "
        "used by 'starling demo' and the tests. Not a production web server.",

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <ctime>
+#include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -129,19 +130,62 @@ int run_mesh_init(const ParsedArgs& args) {
   return 0;
 }
 
+int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Status is an admin method: the tool signs itself a short-lived admin certificate for a
+// throwaway key with the network CA key, so it only works where ca.key is (a supernode host
+// or the operator's machine).
 int run_status(const ParsedArgs& args) {
+  constexpr int64_t kAdminLeafSeconds = 10 * 60;
+  constexpr int64_t kClockSkewSeconds = 60;  // a supernode whose clock is a little behind
   crypto::init();
   auto supernode = parse_host_port(args.get("supernode", "127.0.0.1:8002"));
   if (!supernode) return usage("status: --supernode: " + supernode.error().message);
   const auto files = crypto::network_files(args.get("network"));
   auto secret = crypto::load_network_secret(files.secret_path);
   if (!secret) return fail("status", secret.error().message);
-  // An admin tool has a throwaway identity; the PSK is what admits it for now.
+  std::error_code ec;
+  if (!std::filesystem::exists(files.ca_key_path, ec)) {
+    std::cerr << kProgram << " status needs " << files.ca_key_path << " to act as an admin\n";
+    return 1;
+  }
+  auto ca_key_pem = crypto::read_file(files.ca_key_path, /*secret=*/true);
+  if (!ca_key_pem) return fail("status", ca_key_pem.error().message);
+  auto ca_key = crypto::ed25519_from_private_key_pem(*ca_key_pem);
+  if (!ca_key) return fail("status", ca_key.error().message);
+  auto ca_pem = crypto::read_file(files.ca_cert_path, /*secret=*/false);
+  if (!ca_pem) return fail("status", ca_pem.error().message);
   const auto key = crypto::generate_ed25519();
+  const int64_t now = unix_now();
+  auto leaf = crypto::issue_leaf(*ca_key, *ca_pem, key.public_key, crypto::Role::kAdmin,
+                                 now - kClockSkewSeconds, kAdminLeafSeconds + kClockSkewSeconds);
+  if (!leaf) return fail("status", leaf.error().message);
   mesh::MeshConfig mesh;
   mesh.psk = crypto::noise_psk(*secret);
   mesh.static_secret = crypto::x25519_secret_from_ed25519(key);
   mesh.static_public = crypto::x25519_public_from_ed25519(key.public_key);
+  mesh.payload = *leaf;
+  // Like a peer, believe only a supernode certificate from this CA for the key it used.
+  mesh.verify_remote = [ca = *ca_pem](const mesh::RemotePeer& remote) -> Status {
+    auto info = crypto::verify_leaf(ca, remote.payload, unix_now());
+    if (!info) {
+      return make_error(mesh::kErrPeerRejected,
+                        "supernode at " + remote.address + ": " + info.error().message);
+    }
+    if (info->role != crypto::Role::kSupernode) {
+      return make_error(mesh::kErrPeerRejected,
+                        "node at " + remote.address + " is not a supernode");
+    }
+    if (crypto::x25519_public_from_ed25519(info->public_key) != remote.static_key) {
+      return make_error(mesh::kErrPeerRejected,
+                        "supernode at " + remote.address + ": certificate does not match its key");
+    }
+    return {};
+  };
   auto client = mesh::RpcClient::connect(supernode->host, supernode->port, mesh, 5s);
   if (!client) return fail("status", client.error().message);
   auto status = (*client)->call("Status", json::object(), 5s);

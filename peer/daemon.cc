@@ -167,6 +167,14 @@ class Daemon final : public PeerDaemon {
       return make_error(kErrTask,
                         "certificate from the supernode is invalid: " + info.error().message);
     }
+    {
+      // Every later call (RegisterTask, GetTask, Announce) needs the certificate as this
+      // node's handshake payload: drop the enrolment session so the next call reconnects
+      // with it. call() builds every reconnection from mesh_, so the payload stays.
+      std::lock_guard lock(rpc_mu_);
+      mesh_.payload = cert_pem_;
+      rpc_.reset();
+    }
 
     EngineConfig engine_config;
     engine_config.listen_ip = config_.listen_ip;
@@ -192,7 +200,8 @@ class Daemon final : public PeerDaemon {
   }
 
  private:
-  // One RPC to the supernode, reconnecting once if the session broke.
+  // One RPC to the supernode, reconnecting once if the session broke. Sessions are made from
+  // mesh_, which carries this node's certificate once it has enrolled.
   Result<json> call(const std::string& method, const json& params) {
     std::lock_guard lock(rpc_mu_);
     for (int attempt = 0; attempt < 2; ++attempt) {
@@ -422,7 +431,7 @@ class Daemon final : public PeerDaemon {
   NodeId node_id_;
   std::string ca_pem_;
   std::string cert_pem_;
-  mesh::MeshConfig mesh_;
+  mesh::MeshConfig mesh_;  // guarded by rpc_mu_ once init() has enrolled
 
   std::mutex rpc_mu_;
   std::unique_ptr<mesh::RpcClient> rpc_;

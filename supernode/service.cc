@@ -125,6 +125,37 @@ std::string base64(const std::string& bytes) {
   return out;
 }
 
+// The X25519 (Noise) form of an Ed25519 key, or nullopt for a key that is not a valid point.
+// Not crypto::x25519_public_from_ed25519, which aborts on an invalid point: callers here pass
+// untrusted keys.
+std::optional<crypto::X25519Key> noise_key_of(const crypto::PublicKey& pk) {
+  crypto::X25519Key x{};
+  if (crypto_sign_ed25519_pk_to_curve25519(x.data(), pk.data()) != 0) return std::nullopt;
+  return x;
+}
+
+// Which roles may call which method (Enroll is open to any PSK holder and not listed).
+bool role_permits(crypto::Role role, const std::string& method) {
+  switch (role) {
+    case crypto::Role::kSupernode:
+      return true;
+    case crypto::Role::kAdmin:
+      if (method == "Status") return true;
+      [[fallthrough]];
+    case crypto::Role::kPeer:
+      return method == "RegisterTask" || method == "GetTask" || method == "Announce";
+  }
+  return false;
+}
+
+bool known_method(const std::string& method) {
+  return method == "Enroll" || method == "RegisterTask" || method == "GetTask" ||
+         method == "Announce" || method == "Status";
+}
+
+constexpr char kNeedCertificate[] =
+    "this method needs a certificate issued by the network CA; enrol first";
+
 }  // namespace
 
 SupernodeService::SupernodeService(ServiceConfig config, tracker::TrackerStateMachine& tracker,
@@ -194,11 +225,20 @@ void SupernodeService::resume() {
 Result<json> SupernodeService::handle(const mesh::RemotePeer& from, const std::string& method,
                                       const json& params) {
   if (!params.is_object()) return bad_message("params must be an object");
+  if (!known_method(method)) {
+    return make_error(mesh::kErrUnknownMethod, "unknown method \"" + method + "\"");
+  }
   try {
     if (method == "Enroll") return enroll(from, params);
+    auto caller = authenticate(from);
+    if (!caller.ok()) return caller.error();
+    if (!role_permits(caller->role, method)) {
+      return make_error(kErrForbidden, std::string("a ") + crypto::role_name(caller->role) +
+                                           " certificate does not permit " + method);
+    }
     if (method == "RegisterTask") return register_task(params);
     if (method == "GetTask") return get_task(params);
-    if (method == "Announce") return announce(params);
+    if (method == "Announce") return announce(*caller, params);
     if (method == "Status") return status();
   } catch (const std::exception& e) {
     // The readers above check every type, so this is a bug; answer rather than crash.
@@ -206,6 +246,25 @@ Result<json> SupernodeService::handle(const mesh::RemotePeer& from, const std::s
     return make_error(mesh::kErrBadMessage, std::string("internal error: ") + e.what());
   }
   return make_error(mesh::kErrUnknownMethod, "unknown method \"" + method + "\"");
+}
+
+Result<crypto::CertInfo> SupernodeService::authenticate(const mesh::RemotePeer& from) const {
+  if (from.payload.empty()) return make_error(kErrUnauthenticated, kNeedCertificate);
+  // Checked on every call rather than once per session, so a certificate that expires while
+  // its session is open stops working at once.
+  auto info = crypto::verify_leaf(config_.ca_pem, from.payload, unix_now());
+  if (!info.ok()) {
+    return make_error(kErrUnauthenticated,
+                      std::string(kNeedCertificate) + " (" + info.error().message + ")");
+  }
+  auto noise_key = noise_key_of(info->public_key);
+  if (!noise_key ||
+      sodium_memcmp(noise_key->data(), from.static_key.data(), from.static_key.size()) != 0) {
+    return make_error(kErrUnauthenticated,
+                      std::string(kNeedCertificate) +
+                          " (the certificate is not for the key this session was made with)");
+  }
+  return info;
 }
 
 Result<json> SupernodeService::enroll(const mesh::RemotePeer& from, const json& params) {
@@ -220,15 +279,13 @@ Result<json> SupernodeService::enroll(const mesh::RemotePeer& from, const json& 
   }
   crypto::PublicKey pk{};
   std::copy(key->begin(), key->end(), pk.begin());
-  // Converted here rather than with crypto::x25519_public_from_ed25519, which aborts on an
-  // invalid point: this key is untrusted input.
-  std::array<uint8_t, 32> x{};
-  if (crypto_sign_ed25519_pk_to_curve25519(x.data(), pk.data()) != 0) {
+  auto x = noise_key_of(pk);
+  if (!x) {
     return make_error(kErrKeyMismatch,
                       "enrolment refused: the public key is not a valid "
                       "Ed25519 key");
   }
-  if (sodium_memcmp(x.data(), from.static_key.data(), x.size()) != 0) {
+  if (sodium_memcmp(x->data(), from.static_key.data(), x->size()) != 0) {
     return make_error(kErrKeyMismatch,
                       "enrolment refused: the public key does not match the "
                       "caller's mesh key");
@@ -328,12 +385,17 @@ Result<json> SupernodeService::get_task(const json& params) {
   return out;
 }
 
-Result<json> SupernodeService::announce(const json& params) {
+Result<json> SupernodeService::announce(const crypto::CertInfo& caller, const json& params) {
   auto id = need_task_id(params);
   if (!id.ok()) return id.error();
   auto node = need_string(params, "node_id");
   if (!node.ok()) return node.error();
   if (!is_lower_hex64(*node)) return bad_message("\"node_id\" must be 64 lowercase hex characters");
+  if (*node != caller.node.get()) {
+    return make_error(kErrForbidden, "cannot announce as node " + *node +
+                                         ": the caller's certificate is for node " +
+                                         caller.node.get());
+  }
   auto ip = need_string(params, "ip");
   if (!ip.ok()) return ip.error();
   if (!valid_ip(*ip)) return bad_message("\"ip\" must be an IPv4 or IPv6 address");
@@ -353,9 +415,9 @@ Result<json> SupernodeService::announce(const json& params) {
   if (!rec->has_value()) return make_error(kErrTaskUnknownRpc, "unknown task " + id->get());
   bool ready = (*rec)->state == tracker::TaskState::kReady;
 
-  // TODO(mesh-certs): take the node id from the caller's verified certificate instead of
-  // trusting the parameter, once remote certificates are enforced on the mesh.
-  NodeId requester(*node);
+  // The swarm entry is the certificate's node, so one node cannot announce (or poison the
+  // peer list) as another; the parameter is kept for the wire format and must agree.
+  const NodeId& requester = caller.node;
   std::vector<Candidate> candidates;
   {
     std::lock_guard lock(swarm_mu_);

@@ -27,6 +27,7 @@
 #include "common/ids.h"
 #include "common/result.h"
 #include "crypto/keys.h"
+#include "crypto/x509.h"
 #include "mesh/session.h"
 #include "peer/engine/torrent_engine.h"
 #include "supernode/swarm_registry.h"
@@ -36,6 +37,10 @@
 namespace starling::supernode {
 
 inline constexpr char kErrKeyMismatch[] = "enroll.key_mismatch";
+// Every method but Enroll needs a certificate from the network CA for the session's key...
+inline constexpr char kErrUnauthenticated[] = "rpc.unauthenticated";
+// ...whose role permits the method (and, for Announce, whose node id is the one announced).
+inline constexpr char kErrForbidden[] = "rpc.forbidden";
 inline constexpr char kErrTaskUnknownRpc[] = "task.unknown";
 // Task errors recorded by the supernode itself (shown by GetTask, cleared by RegisterTask).
 inline constexpr char kErrInterrupted[] = "supernode.interrupted";
@@ -70,6 +75,11 @@ class SupernodeService {
   void resume();
 
   // One RPC. Never throws; malformed params give rpc.bad_message.
+  // Access: Enroll is open to any PSK holder (it is how a node gets its certificate). Every
+  // other method needs `from.payload` to be a certificate that crypto::verify_leaf accepts
+  // against the network CA now, whose Ed25519 key converts to `from.static_key`
+  // (rpc.unauthenticated otherwise), and whose role permits the method (rpc.forbidden):
+  // peer: RegisterTask, GetTask, Announce; admin: those and Status; supernode: all.
   Result<nlohmann::json> handle(const mesh::RemotePeer& from, const std::string& method,
                                 const nlohmann::json& params);
 
@@ -94,7 +104,9 @@ class SupernodeService {
   Result<nlohmann::json> enroll(const mesh::RemotePeer& from, const nlohmann::json& params);
   Result<nlohmann::json> register_task(const nlohmann::json& params);
   Result<nlohmann::json> get_task(const nlohmann::json& params);
-  Result<nlohmann::json> announce(const nlohmann::json& params);
+  Result<nlohmann::json> announce(const crypto::CertInfo& caller, const nlohmann::json& params);
+  // The verified certificate of the caller, or kErrUnauthenticated.
+  Result<crypto::CertInfo> authenticate(const mesh::RemotePeer& from) const;
   Result<nlohmann::json> status();
 
   void start_worker(FetchJob job);

@@ -95,10 +95,10 @@ Result<std::unique_ptr<Supernode>> Supernode::start(const SupernodeConfig& confi
   mesh_config.static_secret = crypto::x25519_secret_from_ed25519(*node_key);
   mesh_config.static_public = crypto::x25519_public_from_ed25519(node_key->public_key);
   mesh_config.payload = *leaf;
-  // TODO(mesh-certs): enforce remote certificates (crypto::verify_leaf against the network CA,
-  // and the certificate's key must match the Noise static key). Until that issue lands any
-  // holder of the network PSK may call every RPC; Enroll is how a peer gets its certificate,
-  // so Enroll must stay open to PSK holders without one.
+  // Any PSK holder completes the handshake: Enroll is how a node gets (or renews, once its
+  // leaf has expired) its certificate, so it must stay open to callers without a valid one.
+  // Every other method checks the caller's certificate, its key and its role per request in
+  // SupernodeService::handle.
   mesh_config.verify_remote = nullptr;
   auto listener = mesh::listen(config.listen_ip, config.mesh_port, mesh_config);
   if (!listener.ok()) return listener.error();

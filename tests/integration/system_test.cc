@@ -130,6 +130,27 @@ TEST(SystemTest, WrongNetworkKeyIsRefusedAndReported) {
   EXPECT_FALSE(fs::exists(c.dir() / "intruder.sock"));
 }
 
+// Status is an admin method: `starling status` signs itself an admin certificate with ca.key,
+// and without ca.key says so in one line.
+TEST(SystemTest, StatusIsAnAdminToolThatNeedsTheCaKey) {
+  Cluster c(0);
+  auto ok =
+      run_starling({"status", "--network", c.dir() / "net", "--supernode", c.supernode_address()},
+                   c.dir() / "status.log", 30s);
+  EXPECT_EQ(ok.code, 0) << ok.output;
+  EXPECT_NE(ok.output.find("node id: "), std::string::npos) << ok.output;
+
+  const std::string dir = c.dir() / "peer-net";
+  fs::create_directories(dir);
+  for (const std::string f : {"network.secret", "ca.pem"}) {
+    fs::copy_file(c.dir() / ("net/" + f), dir + "/" + f);
+  }
+  auto no_key = run_starling({"status", "--network", dir, "--supernode", c.supernode_address()},
+                             c.dir() / "status2.log", 30s);
+  EXPECT_EQ(no_key.code, 1) << no_key.output;
+  EXPECT_EQ(no_key.output, "starling status needs " + dir + "/ca.key to act as an admin\n");
+}
+
 TEST(SystemTest, PeerStartedBeforeItsSupernodeWaitsForIt) {
   TempDir d;
   ASSERT_EQ(run_starling({"mesh", "init", d / "net"}, d / "init.log").code, 0);

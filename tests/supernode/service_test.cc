@@ -1,5 +1,6 @@
 // The supernode service end to end: a real Supernode (SQLite, libtorrent engine, mesh
-// listener) on 127.0.0.1, a real HTTP origin, and a real RpcClient holding the network PSK.
+// listener) on 127.0.0.1, a real HTTP origin, and real RpcClients holding the network PSK and
+// (except for enrolment) a certificate from the network CA as their handshake payload.
 #include <gtest/gtest.h>
 #include <sodium.h>
 
@@ -61,6 +62,11 @@ class SupernodeServiceTest : public ::testing::Test {
     auto secret = crypto::load_network_secret(files->secret_path);
     ASSERT_TRUE(secret.ok());
     psk_ = crypto::noise_psk(*secret);
+    auto ca_key_pem = crypto::read_file(files->ca_key_path, true);
+    ASSERT_TRUE(ca_key_pem.ok());
+    auto ca_key = crypto::ed25519_from_private_key_pem(*ca_key_pem);
+    ASSERT_TRUE(ca_key.ok());
+    ca_key_ = *ca_key;
 
     // 3 MiB + a bit of random bytes: several pieces.
     std::mt19937 rng(42);
@@ -105,18 +111,37 @@ class SupernodeServiceTest : public ::testing::Test {
     crypto::Ed25519KeyPair key;
     std::unique_ptr<mesh::RpcClient> rpc;
   };
-  Client connect() {
+  // A session for `key` presenting `payload` (a certificate PEM, or empty) in the handshake.
+  Client connect_with(const crypto::Ed25519KeyPair& key, const std::string& payload) {
     Client c;
-    c.key = crypto::generate_ed25519();
+    c.key = key;
     mesh::MeshConfig config;
     config.psk = psk_;
     config.static_secret = crypto::x25519_secret_from_ed25519(c.key);
     config.static_public = crypto::x25519_public_from_ed25519(c.key.public_key);
+    config.payload = payload;
     auto rpc = mesh::RpcClient::connect("127.0.0.1", node_->mesh_port(), config, 5s);
     EXPECT_TRUE(rpc.ok()) << rpc.error().message;
     if (rpc.ok()) c.rpc = std::move(rpc).value();
     return c;
   }
+  // A leaf for `subject` from the network CA (or from `ca_key`/`ca_pem` when given).
+  std::string leaf(const crypto::PublicKey& subject, crypto::Role role,
+                   const crypto::Ed25519KeyPair* ca_key = nullptr,
+                   const std::string* ca_pem = nullptr, int64_t not_before = 0,
+                   int64_t validity = 3600) {
+    auto pem = crypto::issue_leaf(ca_key ? *ca_key : ca_key_, ca_pem ? *ca_pem : ca_pem_, subject,
+                                  role, not_before ? not_before : unix_now() - 60, validity);
+    EXPECT_TRUE(pem.ok()) << pem.error().message;
+    return pem.ok() ? *pem : "";
+  }
+  // A fresh identity holding a certificate of `role` for its own key.
+  Client connect(crypto::Role role = crypto::Role::kPeer) {
+    auto key = crypto::generate_ed25519();
+    return connect_with(key, leaf(key.public_key, role));
+  }
+  // A fresh identity with no certificate (only the network PSK).
+  Client connect_bare() { return connect_with(crypto::generate_ed25519(), ""); }
 
   Result<json> call(Client& c, const std::string& method, const json& params) {
     return c.rpc->call(method, params, 10s);
@@ -140,12 +165,13 @@ class SupernodeServiceTest : public ::testing::Test {
 
   std::string root_, net_dir_, data_dir_, www_, ca_pem_, blob_, blob_sha_;
   std::array<uint8_t, 32> psk_{};
+  crypto::Ed25519KeyPair ca_key_;
   std::unique_ptr<origin::HttpOrigin> origin_;
   std::unique_ptr<Supernode> node_;
 };
 
 TEST_F(SupernodeServiceTest, EnrollIssuesALeafTheCaVerifies) {
-  Client c = connect();
+  Client c = connect_bare();  // enrolment needs no certificate
   ASSERT_TRUE(c.rpc);
   auto r =
       call(c, "Enroll", {{"public_key", to_hex(c.key.public_key.data(), 32)}, {"role", "peer"}});
@@ -228,7 +254,9 @@ TEST_F(SupernodeServiceTest, ConcurrentRegistrationsShareOneOriginFetch) {
   EXPECT_EQ((*pb)["peers"][1]["port"], 40001);
   EXPECT_EQ((*pb)["peers"][1]["seed"], false);
 
-  auto st = call(a, "Status", json::object());
+  Client admin = connect(crypto::Role::kAdmin);
+  ASSERT_TRUE(admin.rpc);
+  auto st = call(admin, "Status", json::object());
   ASSERT_TRUE(st.ok());
   EXPECT_EQ((*st)["role"], "supernode");
   EXPECT_EQ((*st)["node_id"], node_->node_id().get());
@@ -239,6 +267,7 @@ TEST_F(SupernodeServiceTest, ConcurrentRegistrationsShareOneOriginFetch) {
   // The task survives a restart on the same data dir, and is seeded again.
   a.rpc.reset();
   b.rpc.reset();
+  admin.rpc.reset();
   node_.reset();
   start_supernode();
   Client c = connect();
@@ -304,6 +333,7 @@ TEST_F(SupernodeServiceTest, BadRequestsGetErrorsNotCrashes) {
     std::string code;
   };
   const std::string id(64, 'a');
+  const std::string me = crypto::node_id_of(c.key.public_key).get();
   const Case cases[] = {
       {"Frobnicate", json::object(), "rpc.unknown_method"},
       {"RegisterTask", json::object(), "rpc.bad_message"},
@@ -318,7 +348,7 @@ TEST_F(SupernodeServiceTest, BadRequestsGetErrorsNotCrashes) {
       {"GetTask", {{"task_id", "../etc"}}, "rpc.bad_message"},
       {"Announce",
        {{"task_id", id},
-        {"node_id", id},
+        {"node_id", me},
         {"ip", "127.0.0.1"},
         {"port", 1},
         {"done_bytes", 0},
@@ -327,7 +357,7 @@ TEST_F(SupernodeServiceTest, BadRequestsGetErrorsNotCrashes) {
        "task.unknown"},
       {"Announce",
        {{"task_id", id},
-        {"node_id", id},
+        {"node_id", me},
         {"ip", "not an ip"},
         {"port", 1},
         {"done_bytes", 0},
@@ -336,7 +366,7 @@ TEST_F(SupernodeServiceTest, BadRequestsGetErrorsNotCrashes) {
        "rpc.bad_message"},
       {"Announce",
        {{"task_id", id},
-        {"node_id", id},
+        {"node_id", me},
         {"ip", "127.0.0.1"},
         {"port", 70000},
         {"done_bytes", 0},
@@ -345,7 +375,7 @@ TEST_F(SupernodeServiceTest, BadRequestsGetErrorsNotCrashes) {
        "rpc.bad_message"},
       {"Announce",
        {{"task_id", id},
-        {"node_id", id},
+        {"node_id", me},
         {"ip", "127.0.0.1"},
         {"port", 1},
         {"done_bytes", -1},
@@ -360,6 +390,137 @@ TEST_F(SupernodeServiceTest, BadRequestsGetErrorsNotCrashes) {
         << k.method << " " << k.params.dump() << ": " << r.error().message;
   }
   EXPECT_EQ(origin_->stats().requests, 0);
+}
+
+// Issue 5 item 2: only Enroll is open to every PSK holder; every other method needs a
+// certificate from the network CA for the session's own key, with a role that permits it.
+TEST_F(SupernodeServiceTest, MethodsOtherThanEnrollNeedAValidCertificateForTheSessionKey) {
+  const json reg = {{"url", url("blob.bin")}};
+  auto expect_unauthenticated = [&](Client& c, const std::string& what) {
+    ASSERT_TRUE(c.rpc) << what;
+    for (const char* method : {"RegisterTask", "GetTask", "Announce", "Status"}) {
+      json params = std::string(method) == "RegisterTask" ? reg : json::object();
+      auto r = call(c, method, params);
+      ASSERT_FALSE(r.ok()) << what << " " << method;
+      EXPECT_EQ(r.error().code, "rpc.unauthenticated") << what << " " << method;
+      EXPECT_NE(r.error().message.find("this method needs a certificate issued by the network "
+                                       "CA; enrol first"),
+                std::string::npos)
+          << what << " " << method << ": " << r.error().message;
+    }
+  };
+
+  // No certificate at all.
+  Client bare = connect_bare();
+  expect_unauthenticated(bare, "no certificate");
+  auto r = call(bare, "RegisterTask", reg);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().message,
+            "this method needs a certificate issued by the network CA; enrol first");
+
+  // A well-formed peer certificate from another network's CA.
+  auto other_ca_key = crypto::generate_ed25519();
+  auto other_ca = crypto::make_network_ca(other_ca_key, "other", unix_now() - 60, 86400);
+  ASSERT_TRUE(other_ca.ok()) << other_ca.error().message;
+  auto k1 = crypto::generate_ed25519();
+  Client foreign =
+      connect_with(k1, leaf(k1.public_key, crypto::Role::kPeer, &other_ca_key, &*other_ca));
+  expect_unauthenticated(foreign, "foreign CA");
+
+  // A genuine peer certificate, but for another key than the one the session was made with
+  // (a stolen certificate without its key).
+  auto k2 = crypto::generate_ed25519();
+  Client stolen = connect_with(k1, leaf(k2.public_key, crypto::Role::kPeer));
+  expect_unauthenticated(stolen, "someone else's certificate");
+
+  // An expired certificate.
+  Client expired = connect_with(
+      k1, leaf(k1.public_key, crypto::Role::kPeer, nullptr, nullptr, unix_now() - 7200, 3600));
+  expect_unauthenticated(expired, "expired certificate");
+
+  // Garbage where the certificate should be.
+  Client garbage = connect_with(k1, "-----BEGIN CERTIFICATE-----\nnope\n");
+  expect_unauthenticated(garbage, "garbage payload");
+
+  // None of these reached the origin.
+  EXPECT_EQ(origin_->stats().requests, 0);
+}
+
+TEST_F(SupernodeServiceTest, EnrolledNodeReconnectsWithItsCertificate) {
+  // The peer daemon's flow: enrol on a bare session, then call on a session carrying the leaf.
+  auto key = crypto::generate_ed25519();
+  Client bare = connect_with(key, "");
+  ASSERT_TRUE(bare.rpc);
+  auto enrolled =
+      call(bare, "Enroll", {{"public_key", to_hex(key.public_key.data(), 32)}, {"role", "peer"}});
+  ASSERT_TRUE(enrolled.ok()) << enrolled.error().message;
+  Client c = connect_with(key, (*enrolled)["cert_pem"].get<std::string>());
+  ASSERT_TRUE(c.rpc);
+  auto r = call(c, "RegisterTask", {{"url", url("blob.bin")}});
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  json t = wait_settled(c, (*r)["task_id"]);
+  EXPECT_EQ(t["state"], "ready") << t.dump();
+  // A renewal on the certified session works too (Enroll ignores the payload).
+  auto again =
+      call(c, "Enroll", {{"public_key", to_hex(key.public_key.data(), 32)}, {"role", "peer"}});
+  EXPECT_TRUE(again.ok()) << again.error().message;
+}
+
+TEST_F(SupernodeServiceTest, RolesLimitMethods) {
+  Client peer = connect(crypto::Role::kPeer);
+  ASSERT_TRUE(peer.rpc);
+  auto st = call(peer, "Status", json::object());
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().code, "rpc.forbidden") << st.error().message;
+  EXPECT_NE(st.error().message.find("peer"), std::string::npos) << st.error().message;
+
+  Client admin = connect(crypto::Role::kAdmin);
+  ASSERT_TRUE(admin.rpc);
+  st = call(admin, "Status", json::object());
+  ASSERT_TRUE(st.ok()) << st.error().message;
+  EXPECT_EQ((*st)["role"], "supernode");
+  EXPECT_EQ((*st)["node_id"], node_->node_id().get());
+  // An admin may also do what a peer does.
+  auto reg = call(admin, "RegisterTask", {{"url", url("blob.bin")}});
+  ASSERT_TRUE(reg.ok()) << reg.error().message;
+
+  Client super = connect(crypto::Role::kSupernode);
+  ASSERT_TRUE(super.rpc);
+  EXPECT_TRUE(call(super, "Status", json::object()).ok());
+  EXPECT_TRUE(call(super, "GetTask", {{"task_id", (*reg)["task_id"]}}).ok());
+}
+
+TEST_F(SupernodeServiceTest, AnnounceUsesTheCertificatesNodeId) {
+  Client a = connect();
+  Client b = connect();
+  ASSERT_TRUE(a.rpc && b.rpc);
+  auto r = call(a, "RegisterTask", {{"url", url("blob.bin")}});
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  const std::string id = (*r)["task_id"];
+  json t = wait_settled(a, id);
+  ASSERT_EQ(t["state"], "ready") << t.dump();
+  const std::string na = crypto::node_id_of(a.key.public_key).get();
+  const std::string nb = crypto::node_id_of(b.key.public_key).get();
+  json ann = {{"task_id", id},      {"node_id", na},   {"ip", "127.0.0.1"},
+              {"port", 40001},      {"done_bytes", 0}, {"total_bytes", blob_.size()},
+              {"uploaded_bytes", 0}};
+  // b claims to be a: refused, and nothing is recorded for either.
+  auto forged = call(b, "Announce", ann);
+  ASSERT_FALSE(forged.ok());
+  EXPECT_EQ(forged.error().code, "rpc.forbidden");
+  EXPECT_NE(forged.error().message.find(nb), std::string::npos) << forged.error().message;
+  // An invented node id: refused too.
+  ann["node_id"] = std::string(64, 'b');
+  auto invented = call(b, "Announce", ann);
+  ASSERT_FALSE(invented.ok());
+  EXPECT_EQ(invented.error().code, "rpc.forbidden");
+
+  // a announces as itself: only the supernode's seed comes back (b never got in).
+  ann["node_id"] = na;
+  auto pa = call(a, "Announce", ann);
+  ASSERT_TRUE(pa.ok()) << pa.error().message;
+  ASSERT_EQ((*pa)["peers"].size(), 1u) << pa->dump();
+  EXPECT_EQ((*pa)["peers"][0]["node_id"], node_->node_id().get());
 }
 
 }  // namespace
