@@ -320,4 +320,19 @@ Result<NetworkFiles> init_network(const std::string& dir, const std::string& nam
   return files;
 }
 
+Result<CertInfo> verify_session_certificate(const std::string& ca_cert_pem,
+                                            const std::string& leaf_pem,
+                                            const X25519Key& session_static_key, int64_t now) {
+  auto info = verify_leaf(ca_cert_pem, leaf_pem, now);
+  if (!info) return info.error();
+  // verify_leaf has checked the key is a valid Ed25519 point, so the conversion succeeds.
+  X25519Key converted{};
+  if (crypto_sign_ed25519_pk_to_curve25519(converted.data(), info->public_key.data()) != 0 ||
+      sodium_memcmp(converted.data(), session_static_key.data(), converted.size()) != 0) {
+    return make_error(kErrCertificate,
+                      "the certificate is not for the key this session was made with");
+  }
+  return info;
+}
+
 }  // namespace starling::crypto

@@ -42,6 +42,14 @@ struct CertInfo {
 Result<CertInfo> verify_leaf(const std::string& ca_cert_pem, const std::string& leaf_pem,
                              int64_t now);
 
+// The certificate a node presented in a mesh handshake: verify_leaf, and the certificate's
+// Ed25519 key, converted to X25519, must be the Noise static key the session was made with
+// ("the certificate is not for the key this session was made with"). Never crashes on any
+// bytes.
+Result<CertInfo> verify_session_certificate(const std::string& ca_cert_pem,
+                                            const std::string& leaf_pem,
+                                            const X25519Key& session_static_key, int64_t now);
+
 // What `starling mesh init DIR` creates: network.secret (0600), ca.key (0600), ca.pem.
 struct NetworkFiles {
   std::string secret_path;

@@ -140,18 +140,14 @@ class Daemon final : public PeerDaemon {
     // The supernode must prove it is one: a supernode certificate from the network CA whose
     // key is the one it did the handshake with.
     mesh_.verify_remote = [ca_pem = ca_pem_](const mesh::RemotePeer& remote) -> Status {
-      auto info = crypto::verify_leaf(ca_pem, remote.payload, unix_now());
+      auto info =
+          crypto::verify_session_certificate(ca_pem, remote.payload, remote.static_key, unix_now());
+      if (info && info->role != crypto::Role::kSupernode) {
+        info = make_error(crypto::kErrCertificate, "its certificate is not a supernode's");
+      }
       if (!info) {
         return make_error(mesh::kErrPeerRejected,
                           "supernode at " + remote.address + ": " + info.error().message);
-      }
-      if (info->role != crypto::Role::kSupernode) {
-        return make_error(mesh::kErrPeerRejected,
-                          "node at " + remote.address + " is not a supernode");
-      }
-      if (crypto::x25519_public_from_ed25519(info->public_key) != remote.static_key) {
-        return make_error(mesh::kErrPeerRejected, "supernode at " + remote.address +
-                                                      ": certificate does not match its key");
       }
       return {};
     };

@@ -495,5 +495,24 @@ TEST(InitNetworkTest, CreatesFilesWithModesAndRefusesToOverwrite) {
   EXPECT_EQ(slurp(files->ca_key_path), before);
 }
 
+TEST_F(X509Test, SessionCertificateMustBeForTheSessionKey) {
+  const std::string pem = leaf(Role::kSupernode);
+  auto ok =
+      verify_session_certificate(ca_pem_, pem, x25519_public_from_ed25519(node_.public_key), kNow);
+  ASSERT_TRUE(ok) << ok.error().message;
+  EXPECT_EQ(ok->role, Role::kSupernode);
+
+  const Ed25519KeyPair other = generate_ed25519();
+  auto wrong =
+      verify_session_certificate(ca_pem_, pem, x25519_public_from_ed25519(other.public_key), kNow);
+  ASSERT_FALSE(wrong);
+  EXPECT_EQ(wrong.error().code, kErrCertificate);
+  EXPECT_EQ(wrong.error().message, "the certificate is not for the key this session was made with");
+
+  auto garbage = verify_session_certificate(ca_pem_, "junk", X25519Key{}, kNow);
+  ASSERT_FALSE(garbage);
+  EXPECT_EQ(garbage.error().message, "not a PEM certificate");
+}
+
 }  // namespace
 }  // namespace starling::crypto
