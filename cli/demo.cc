@@ -4,7 +4,6 @@
 // verifies every output and removes everything it started, also on Ctrl-C.
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -27,8 +26,6 @@
 #include "crypto/keys.h"
 #include "crypto/x509.h"
 #include "peer/api/local_api.h"
-
-extern char** environ;
 
 namespace starling::cli {
 namespace {
@@ -68,29 +65,11 @@ class Processes {
 
   Result<size_t> spawn(const std::string& name, const std::vector<std::string>& args,
                        const std::string& log) {
-    std::vector<std::string> full = {exe_};
-    full.insert(full.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& a : full) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log.c_str(),
-                                     O_WRONLY | O_CREAT | O_APPEND, 0644);
-    posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
     // Children get their own process group: Ctrl-C reaches only the demo, which then stops
     // them in order (peers, supernode, origin) instead of all at once.
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
-    posix_spawnattr_setpgroup(&attr, 0);
-    pid_t pid = -1;
-    int rc = posix_spawn(&pid, exe_.c_str(), &actions, &attr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    posix_spawnattr_destroy(&attr);
-    if (rc != 0) return make_error("demo.spawn", "cannot start " + name + ": " + std::strerror(rc));
-    children_.push_back(Child{name, pid});
+    auto pid = spawn_logged(exe_, args, log, /*own_process_group=*/true);
+    if (!pid) return make_error("demo.spawn", "cannot start " + name + ": " + pid.error().message);
+    children_.push_back(Child{name, *pid});
     return children_.size() - 1;
   }
 

@@ -170,18 +170,7 @@ int run_status(const ParsedArgs& args) {
   mesh.static_public = crypto::x25519_public_from_ed25519(key.public_key);
   mesh.payload = *leaf;
   // Like a peer, believe only a supernode certificate from this CA for the key it used.
-  mesh.verify_remote = [ca = *ca_pem](const mesh::RemotePeer& remote) -> Status {
-    auto info =
-        crypto::verify_session_certificate(ca, remote.payload, remote.static_key, unix_now());
-    if (info && info->role != crypto::Role::kSupernode) {
-      info = make_error(crypto::kErrCertificate, "its certificate is not a supernode's");
-    }
-    if (!info) {
-      return make_error(mesh::kErrPeerRejected,
-                        "supernode at " + remote.address + ": " + info.error().message);
-    }
-    return {};
-  };
+  mesh.verify_remote = peer::require_supernode(*ca_pem);
   auto client = mesh::RpcClient::connect(supernode->host, supernode->port, mesh, 5s);
   if (!client) return fail("status", client.error().message);
   auto status = (*client)->call("Status", json::object(), 5s);

@@ -139,18 +139,7 @@ class Daemon final : public PeerDaemon {
     mesh_.static_public = crypto::x25519_public_from_ed25519(key_.public_key);
     // The supernode must prove it is one: a supernode certificate from the network CA whose
     // key is the one it did the handshake with.
-    mesh_.verify_remote = [ca_pem = ca_pem_](const mesh::RemotePeer& remote) -> Status {
-      auto info =
-          crypto::verify_session_certificate(ca_pem, remote.payload, remote.static_key, unix_now());
-      if (info && info->role != crypto::Role::kSupernode) {
-        info = make_error(crypto::kErrCertificate, "its certificate is not a supernode's");
-      }
-      if (!info) {
-        return make_error(mesh::kErrPeerRejected,
-                          "supernode at " + remote.address + ": " + info.error().message);
-      }
-      return {};
-    };
+    mesh_.verify_remote = require_supernode(ca_pem_);
 
     // Enrolment: prove we hold the network key (the handshake) and get a certificate.
     auto enrolled = call("Enroll", {{"public_key", node_id_.get()}, {"role", "peer"}});
@@ -442,6 +431,21 @@ class Daemon final : public PeerDaemon {
 };
 
 }  // namespace
+
+std::function<Status(const mesh::RemotePeer&)> require_supernode(std::string ca_pem) {
+  return [ca_pem = std::move(ca_pem)](const mesh::RemotePeer& remote) -> Status {
+    auto info =
+        crypto::verify_session_certificate(ca_pem, remote.payload, remote.static_key, unix_now());
+    if (info && info->role != crypto::Role::kSupernode) {
+      info = make_error(crypto::kErrCertificate, "its certificate is not a supernode's");
+    }
+    if (!info) {
+      return make_error(mesh::kErrPeerRejected,
+                        "supernode at " + remote.address + ": " + info.error().message);
+    }
+    return {};
+  };
+}
 
 Result<std::unique_ptr<PeerDaemon>> PeerDaemon::start(const PeerConfig& config) {
   auto daemon = std::make_unique<Daemon>(config);

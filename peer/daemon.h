@@ -9,10 +9,12 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
 #include "common/result.h"
+#include "mesh/session.h"
 
 namespace starling::peer {
 
@@ -28,6 +30,11 @@ struct PeerConfig {
   uint16_t data_port = 0;
   std::string socket_path;
 };
+
+// A MeshConfig::verify_remote check for anyone dialing a supernode (the peer daemon, `starling
+// status`): the remote must present a supernode certificate from the network CA for the key
+// its session was made with.
+std::function<Status(const mesh::RemotePeer&)> require_supernode(std::string ca_pem);
 
 class PeerDaemon {
  public:

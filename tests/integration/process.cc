@@ -2,9 +2,7 @@
 
 #include "cli/local_net.h"
 
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,8 +12,6 @@
 #include <sstream>
 #include <stdexcept>
 #include <thread>
-
-extern char** environ;
 
 namespace starling::testing {
 
@@ -33,20 +29,9 @@ Process::Process(const std::vector<std::string>& args, std::string log)
 
 Process::Process(const std::string& program, const std::vector<std::string>& args, std::string log)
     : log_(std::move(log)) {
-  std::vector<std::string> full = {program};
-  full.insert(full.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : full) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log_.c_str(),
-                                   O_WRONLY | O_CREAT | O_APPEND, 0644);
-  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  int rc = posix_spawn(&pid_, full[0].c_str(), &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) throw std::runtime_error("cannot start " + full[0] + ": " + std::strerror(rc));
+  auto pid = cli::spawn_logged(program, args, log_, /*own_process_group=*/false);
+  if (!pid) throw std::runtime_error(pid.error().message);
+  pid_ = *pid;
 }
 
 Process::~Process() {
