@@ -41,21 +41,34 @@ const std::vector<CommandSpec>& command_specs() {
            opt("listen", "IP", "Address to listen on (mesh and data).", "127.0.0.1"),
            opt("port", "PORT", "Mesh (control) port.", "8002"),
            opt("data-port", "PORT", "libtorrent SSL data port (0 = any free port).", "65002"),
+           opt("id", "N", "This member's Raft id (with --members).", "1"),
+           opt("members", "ID=HOST:PORT,...",
+               "Every initial member of the cluster, this one included, by Raft id and mesh "
+               "address (e.g. 1=10.0.0.1:8002,2=10.0.0.2:8002,3=10.0.0.3:8002). Without it the "
+               "supernode is a cluster of one."),
        },
-       "Runs until SIGINT or SIGTERM. Logs to stderr."},
+       "Runs until SIGINT or SIGTERM. Logs to stderr. A cluster of 3 or 5 members keeps\n"
+       "serving while a majority is up: writes and consistent reads need a majority; peer\n"
+       "lists are served by any member. Start every member with the same --members; a\n"
+       "restarted member keeps its --id and --data and catches up from the others."},
       {"peer",
-       "Run a peer daemon: joins the mesh through a supernode, downloads and uploads content, "
-       "and serves the local API that 'starling get' uses.",
+       "Run a peer daemon: joins the mesh through the supernodes, downloads and uploads "
+       "content, and serves the local API that 'starling get' uses.",
        {},
        {
            req("network", "DIR", "Network directory holding network.secret and ca.pem."),
            req("data", "DIR", "State directory: node key and content cache."),
-           req("supernode", "HOST:PORT", "A supernode's mesh address."),
+           req("supernode", "HOST:PORT[,...]",
+               "Mesh addresses of the supernodes, comma-separated: every member of the cluster "
+               "(one for a single supernode)."),
            opt("listen", "IP", "Address for the data (libtorrent SSL) listener.", "127.0.0.1"),
            opt("data-port", "PORT", "Data port (0 = any free port).", "65002"),
            opt("socket", "PATH", "Local API unix socket.", kDefaultSocket),
        },
-       "Runs until SIGINT or SIGTERM. The local API is HTTP over the unix socket, e.g.\n"
+       "Runs until SIGINT or SIGTERM. Waits up to a minute at startup while no supernode can\n"
+       "answer. Requests go to one supernode and move to another when it fails (the user sees\n"
+       "no error while a majority of the cluster is up); announces go to every supernode.\n"
+       "The local API is HTTP over the unix socket, e.g.\n"
        "  curl --unix-socket /run/starling/peer.sock http://localhost/v1/tasks"},
       {"get",
        "Download URL through the local peer daemon and write it to FILE atomically.",
@@ -83,18 +96,110 @@ const std::vector<CommandSpec>& command_specs() {
        {opt("name", "NAME", "Network name, shown in the CA certificate.", "starling")},
        "Writes DIR/network.secret (0600), DIR/ca.key (0600) and DIR/ca.pem. Supernodes need\n"
        "all three; peers need network.secret and ca.pem. Keep ca.key off peer machines."},
+      {"mesh revoke",
+       "Revoke a node for good: every supernode refuses its calls at once and it can never "
+       "enrol again. An admin command: it needs the network CA key.",
+       {arg("NODE_ID",
+            "The node's id (64 hex characters, as 'starling mesh certificates' lists "
+            "it), or a unique prefix of at least 8 of them.")},
+       {
+           req("network", "DIR", "Network directory with network.secret, ca.pem and ca.key."),
+           opt("supernode", "HOST:PORT[,...]", "Supernodes to ask, in order.", "127.0.0.1:8002"),
+           opt("reason", "TEXT", "Why; shown in the node's errors (up to 256 bytes on one line)."),
+           boolean("json", "Print the answer as JSON."),
+       },
+       "Replicated through Raft (needs a majority of the supernodes). Each member refuses the\n"
+       "node's calls from the moment it applies the revocation, on sessions already open too:\n"
+       "no more tasks, announces or enrolment, and it is left out of peer lists. Its data\n"
+       "certificate stays valid until it expires (at most 12 hours), so peers that already\n"
+       "know it may exchange pieces with it until then. There is no undo: the machine joins\n"
+       "again only with a new node key (delete DATA/node.key). Revoking a supernode cuts it\n"
+       "off from the other members; the rest must still be a majority of --members."},
+      {"mesh certificates",
+       "List the certificates the supernodes issued (one line per node, its latest) and the "
+       "revoked nodes. An admin command: it needs the network CA key.",
+       {},
+       {
+           req("network", "DIR", "Network directory with network.secret, ca.pem and ca.key."),
+           opt("supernode", "HOST:PORT[,...]", "Supernodes to ask, in order.", "127.0.0.1:8002"),
+           boolean("stale",
+                   "Read the answering member's copy without asking the leader (works "
+                   "without a majority; may be behind)."),
+           boolean("json", "Print the answer as JSON."),
+       },
+       "Columns: node id, role, expiry of the node's latest certificate (UTC), and its state:\n"
+       "valid, expired, or 'revoked <time>: <reason>'. Lists what enrolment issued; the\n"
+       "supernodes' own certificates and the admin tools' (signed with ca.key outside the\n"
+       "cluster) appear only once revoked, with role '-'."},
       {"status",
        "Show a supernode's state: its node id, tasks and announced peers. An admin command: "
        "it needs the network CA key.",
        {},
        {
            req("network", "DIR", "Network directory with network.secret, ca.pem and ca.key."),
-           opt("supernode", "HOST:PORT", "Supernode mesh address.", "127.0.0.1:8002"),
-           boolean("json", "Print the raw JSON answer."),
+           opt("supernode", "HOST:PORT[,...]",
+               "Supernode mesh address(es); every member they know of is asked too.",
+               "127.0.0.1:8002"),
+           boolean("json", "Print the raw JSON answers."),
        },
-       "Signs itself a 10-minute admin certificate for a throwaway key with DIR/ca.key and\n"
-       "presents it to the supernode (Status is refused to peer certificates). Without\n"
+       "Prints one line per cluster member: Raft id, address, state (leader, follower,\n"
+       "candidate), term, commit and applied index, tasks, peers, health; then the tasks.\n"
+       "Signs itself a 1-hour admin certificate for a throwaway key with DIR/ca.key and\n"
+       "presents it to the supernodes (Status is refused to peer certificates). Without\n"
        "DIR/ca.key it prints 'starling status needs DIR/ca.key to act as an admin' and exits 1."},
+      {"kv get",
+       "Read KEY from the cluster's replicated key/value namespace (prints its value).",
+       {arg("KEY", "The key.")},
+       {
+           req("network", "DIR", "Network directory with network.secret, ca.pem and ca.key."),
+           opt("supernode", "HOST:PORT[,...]", "Supernodes to ask, in order.", "127.0.0.1:8002"),
+           boolean("stale",
+                   "Read the answering member's copy without asking the leader (works "
+                   "without a majority; may be behind)."),
+           boolean("json", "Print value, create_index and modify_index as JSON."),
+       },
+       "Consistent (linearizable) by default. Exit 1 with 'key 'K' not found' when absent."},
+      {"kv put",
+       "Write VALUE under KEY (replicated through Raft before it is acknowledged).",
+       {arg("KEY", "The key (1..512 bytes)."), arg("VALUE", "The value (up to 512 KiB).")},
+       {
+           req("network", "DIR", "Network directory with network.secret, ca.pem and ca.key."),
+           opt("supernode", "HOST:PORT[,...]", "Supernodes to ask, in order.", "127.0.0.1:8002"),
+           opt("cas", "INDEX",
+               "Write only if the key's modify index is INDEX (0 = only if absent)."),
+           boolean("json", "Print the answer as JSON."),
+       },
+       "Prints the modify index of the write."},
+      {"kv cas",
+       "Compare-and-set: write VALUE under KEY only if its modify index is INDEX.",
+       {arg("KEY", "The key."), arg("VALUE", "The new value.")},
+       {
+           req("network", "DIR", "Network directory with network.secret, ca.pem and ca.key."),
+           req("index", "INDEX", "Expected modify index (0 = the key must not exist)."),
+           opt("supernode", "HOST:PORT[,...]", "Supernodes to ask, in order.", "127.0.0.1:8002"),
+           boolean("json", "Print the answer as JSON."),
+       },
+       "Exit 1 with 'key 'K' is at index N, not M' when the index does not match."},
+      {"kv delete",
+       "Delete KEY.",
+       {arg("KEY", "The key.")},
+       {
+           req("network", "DIR", "Network directory with network.secret, ca.pem and ca.key."),
+           opt("supernode", "HOST:PORT[,...]", "Supernodes to ask, in order.", "127.0.0.1:8002"),
+           opt("cas", "INDEX", "Delete only if the key's modify index is INDEX."),
+           boolean("json", "Print the answer as JSON."),
+       },
+       ""},
+      {"kv list",
+       "List keys (and values) starting with PREFIX, one per line: key, modify index, value.",
+       {PositionalSpec{"PREFIX", "Key prefix (default: every key).", false}},
+       {
+           req("network", "DIR", "Network directory with network.secret, ca.pem and ca.key."),
+           opt("supernode", "HOST:PORT[,...]", "Supernodes to ask, in order.", "127.0.0.1:8002"),
+           boolean("stale", "Read the answering member's copy without asking the leader."),
+           boolean("json", "Print the answer as JSON."),
+       },
+       ""},
       {"origin",
        "Serve a directory over plain HTTP (GET, HEAD, Range) and count requests: the origin "
        "used by 'starling demo' and the tests. Not a production web server.",

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <ctime>
 #include <filesystem>
@@ -12,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/admin_commands.h"
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/get.h"
@@ -74,6 +76,21 @@ int run_supernode(const ParsedArgs& args) {
   config.listen_ip = args.get("listen", "127.0.0.1");
   config.mesh_port = *port;
   config.data_port = *data_port;
+  if (args.has("members")) {
+    auto members = supernode::parse_members(args.get("members"));
+    if (!members) return usage("supernode: " + members.error().message);
+    config.members = std::move(members).value();
+    const std::string id_text = args.get("id", "");
+    uint64_t id = 0;
+    auto [end, ec] = std::from_chars(id_text.data(), id_text.data() + id_text.size(), id);
+    if (id_text.empty() || ec != std::errc() || end != id_text.data() + id_text.size() ||
+        !supernode::find_member(config.members, raft::NodeId{id})) {
+      return usage("supernode: --id must be the id of one of the --members");
+    }
+    config.id = raft::NodeId{id};
+  } else if (args.has("id") && args.get("id") != "1") {
+    return usage("supernode: --id needs --members");
+  }
   const sigset_t stop = block_stop_signals();
   auto node = supernode::Supernode::start(config);
   if (!node) return fail("supernode", node.error().message);
@@ -87,23 +104,28 @@ int run_supernode(const ParsedArgs& args) {
 int run_peer(const ParsedArgs& args) {
   auto data_port = port_flag(args, "data-port", kDefaultPeerDataPort);
   if (!data_port) return usage("peer: " + data_port.error().message);
-  auto supernode = parse_host_port(args.get("supernode"));
-  if (!supernode) return usage("peer: --supernode: " + supernode.error().message);
   peer::PeerConfig config;
+  const std::string supernodes = args.get("supernode");  // "A:P,B:P,C:P"
+  for (size_t begin = 0; begin <= supernodes.size();) {
+    const size_t comma = std::min(supernodes.find(',', begin), supernodes.size());
+    auto supernode = parse_host_port(supernodes.substr(begin, comma - begin));
+    if (!supernode) return usage("peer: --supernode: " + supernode.error().message);
+    config.supernodes.push_back({supernode->host, supernode->port});
+    begin = comma + 1;
+  }
   config.network_dir = args.get("network");
   config.data_dir = args.get("data");
-  config.supernode_host = supernode->host;
-  config.supernode_port = supernode->port;
   config.listen_ip = args.get("listen", "127.0.0.1");
   config.data_port = *data_port;
   config.socket_path = args.get("socket", kDefaultSocket);
   const sigset_t stop = block_stop_signals();
-  // A supernode that is not up yet (connection refused) is waited for, up to a minute, so
-  // hosts may start in any order; a refused handshake (wrong key) fails at once.
+  // While no supernode can answer yet (none is up, or the cluster has no leader yet) the
+  // daemon waits, up to a minute, so hosts may start in any order; a refused handshake
+  // (wrong key) fails at once.
   auto daemon = peer::PeerDaemon::start(config);
   const auto give_up = std::chrono::steady_clock::now() + 60s;
   auto backoff = 250ms;
-  while (!daemon && daemon.error().code == mesh::kErrConnect &&
+  while (!daemon && peer::is_retryable(daemon.error()) &&
          std::chrono::steady_clock::now() < give_up) {
     std::cerr << "peer: waiting for the supernode: " << daemon.error().message << "\n";
     const auto secs = std::chrono::duration_cast<std::chrono::seconds>(backoff);
@@ -127,67 +149,6 @@ int run_mesh_init(const ParsedArgs& args) {
             << "  " << files->secret_path << "  network secret (0600): give to every node\n"
             << "  " << files->ca_cert_path << "  network CA certificate: give to every node\n"
             << "  " << files->ca_key_path << "  CA private key (0600): supernodes only\n";
-  return 0;
-}
-
-int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-// Status is an admin method: the tool signs itself a short-lived admin certificate for a
-// throwaway key with the network CA key, so it only works where ca.key is (a supernode host
-// or the operator's machine).
-int run_status(const ParsedArgs& args) {
-  constexpr int64_t kAdminLeafSeconds = 10 * 60;
-  constexpr int64_t kClockSkewSeconds = 60;  // a supernode whose clock is a little behind
-  crypto::init();
-  auto supernode = parse_host_port(args.get("supernode", "127.0.0.1:8002"));
-  if (!supernode) return usage("status: --supernode: " + supernode.error().message);
-  const auto files = crypto::network_files(args.get("network"));
-  auto secret = crypto::load_network_secret(files.secret_path);
-  if (!secret) return fail("status", secret.error().message);
-  std::error_code ec;
-  if (!std::filesystem::exists(files.ca_key_path, ec)) {
-    std::cerr << kProgram << " status needs " << files.ca_key_path << " to act as an admin\n";
-    return 1;
-  }
-  auto ca_key_pem = crypto::read_file(files.ca_key_path, /*secret=*/true);
-  if (!ca_key_pem) return fail("status", ca_key_pem.error().message);
-  auto ca_key = crypto::ed25519_from_private_key_pem(*ca_key_pem);
-  if (!ca_key) return fail("status", ca_key.error().message);
-  auto ca_pem = crypto::read_file(files.ca_cert_path, /*secret=*/false);
-  if (!ca_pem) return fail("status", ca_pem.error().message);
-  const auto key = crypto::generate_ed25519();
-  const int64_t now = unix_now();
-  auto leaf = crypto::issue_leaf(*ca_key, *ca_pem, key.public_key, crypto::Role::kAdmin,
-                                 now - kClockSkewSeconds, kAdminLeafSeconds + kClockSkewSeconds);
-  if (!leaf) return fail("status", leaf.error().message);
-  mesh::MeshConfig mesh;
-  mesh.psk = crypto::noise_psk(*secret);
-  mesh.static_secret = crypto::x25519_secret_from_ed25519(key);
-  mesh.static_public = crypto::x25519_public_from_ed25519(key.public_key);
-  mesh.payload = *leaf;
-  // Like a peer, believe only a supernode certificate from this CA for the key it used.
-  mesh.verify_remote = peer::require_supernode(*ca_pem);
-  auto client = mesh::RpcClient::connect(supernode->host, supernode->port, mesh, 5s);
-  if (!client) return fail("status", client.error().message);
-  auto status = (*client)->call("Status", json::object(), 5s);
-  if (!status) return fail("status", status.error().message);
-  if (args.has("json")) {
-    std::cout << status->dump(2) << "\n";
-    return 0;
-  }
-  std::cout << "supernode " << supernode->host << ":" << supernode->port << "\n"
-            << "  node id: " << status->value("node_id", "?") << "\n"
-            << "  peers:   " << status->value("peers", 0) << "\n";
-  const json tasks = status->value("tasks", json::array());
-  std::cout << "  tasks:   " << tasks.size() << "\n";
-  for (const auto& t : tasks) {
-    std::cout << "    " << t.value("task_id", "").substr(0, 16) << "  " << t.value("state", "")
-              << "  " << t.value("size", int64_t{0}) << " bytes  " << t.value("url", "") << "\n";
-  }
   return 0;
 }
 
@@ -238,7 +199,9 @@ int main(int argc, char** argv) {
     if (name == "peer") return run_peer(*parsed);
     if (name == "get") return run_get(*parsed);
     if (name == "mesh init") return run_mesh_init(*parsed);
+    if (name == "mesh revoke" || name == "mesh certificates") return run_mesh_admin(*parsed);
     if (name == "status") return run_status(*parsed);
+    if (name.rfind("kv ", 0) == 0) return run_kv(*parsed);
     if (name == "origin") return run_origin(*parsed);
     if (name == "demo") return run_demo(*parsed, self_exe(argv[0]));
   } catch (const std::exception& e) {

@@ -1,11 +1,17 @@
 """lab.py commands:
 
-  lab.py check --starling BIN [--peers 4] [--size-mib 64] [--rate-mbit 100]
-               [--fault none|kill9-peer|stop-peer|stop-supernode|partition|linkdown]
+  lab.py check --starling BIN [--peers 4] [--size-mib 64] [--rate-mbit 100] [--supernodes 1]
+               [--fault none|kill9-peer|stop-peer|stop-supernode|partition|linkdown|
+                        kill9-leader]
                [--timeout 480] [--budget 560] [--json FILE] [--keep]
-      Starling only: one origin (nginx), one supernode, N peers; fails (exit 1) only on
-      correctness: every output byte-identical, origin egress <= 1.05 x size, no peer asked the
-      origin. Timing is printed, never judged. Used by tests/lab (CTest, LABELS integration).
+      Starling only: one origin (nginx), one supernode (or a Raft cluster of --supernodes
+      members, whose followers peers ask first, so a follower seeds), N peers; fails (exit 1)
+      only on correctness: every output byte-identical, origin egress <= 1.05 x size, no peer
+      asked the origin. Timing is printed, never judged. Used by tests/lab (CTest, LABELS
+      integration). kill9-leader (with --supernodes 3) kills the Raft leader for good.
+
+  lab/ha.py --starling BIN [--peers 8] [--size-mib 256] ...   (bench/ha.sh)
+      The HA benchmark: baseline and leader-killed runs against a 3-member cluster.
 
   lab.py cleanup
       Removes what crashed runs left behind (namespaces, links, iptables rule, temp files).
@@ -20,7 +26,7 @@ import signal
 import subprocess
 import sys
 
-from lab import Lab, cleanup_stale, log
+from lab import Lab, cleanup_stale
 from scenarios import MIB, World, run_starling, starling_correctness
 
 
@@ -33,9 +39,10 @@ def main(argv: list[str]) -> int:
     c.add_argument("--peers", type=int, default=4)
     c.add_argument("--size-mib", type=int, default=64)
     c.add_argument("--rate-mbit", type=float, default=100.0)
+    c.add_argument("--supernodes", type=int, default=1, help="cluster members [1]")
     c.add_argument("--fault", default="none",
                    choices=["none", "kill9-peer", "stop-peer", "stop-supernode", "partition",
-                            "linkdown"])
+                            "linkdown", "kill9-leader"])
     c.add_argument("--timeout", type=float, default=480.0, help="download phase limit, s")
     c.add_argument("--budget", type=float, default=560.0,
                    help="hard limit for the whole run, s; then tear down and fail")
@@ -72,7 +79,7 @@ def main(argv: list[str]) -> int:
             signal.alarm(int(a.budget))  # SIGALRM tears the lab down like Ctrl-C does
             try:
                 world = World(lab, a.peers, a.size_mib * MIB, a.rate_mbit, a.rate_mbit,
-                              tracker=False)
+                              tracker=False, supernodes=a.supernodes)
                 r = run_starling(world, starling, a.timeout, fault=a.fault)
             except RuntimeError as e:
                 lab.keep = True  # keep the logs of a failed run
@@ -88,14 +95,15 @@ def main(argv: list[str]) -> int:
     finally:
         signal.alarm(0)
     times = ", ".join("-" if t is None else f"{t:.1f}" for t in r["times"])
-    print(f"starling lab check: {a.peers} peers, {a.size_mib} MiB, {a.rate_mbit} Mbit/s links"
-          + (f", fault {a.fault}" if a.fault != "none" else ""))
+    print(f"starling lab check: {a.peers} peers, {a.size_mib} MiB, {a.rate_mbit} Mbit/s links, "
+          f"{a.supernodes} supernode(s)" + (f", fault {a.fault}" if a.fault != "none" else ""))
     print(f"  completion s: {times} (p50 {r['p50']:.1f}, p95 {r['p95']:.1f}; not judged)")
     print(f"  origin: {r['origin_http_bytes']} HTTP bytes = "
           f"{r['origin_http_bytes'] / r['size_bytes']:.3f} x file; requests: "
           + "; ".join(r["origin_requests"]))
-    print(f"  from seed {r['from_seed_bytes'] / MIB:.1f} MiB, from peers "
-          f"{r['from_peers_bytes'] / MIB:.1f} MiB; CPU {r['cpu_per_gib']:.1f} s/GiB")
+    print(f"  from seed {r['from_seed_bytes'] / MIB:.1f} MiB (seeder {r['seeder_ip']}), from "
+          f"peers {r['from_peers_bytes'] / MIB:.1f} MiB; CPU {r['cpu_per_gib']:.1f} s/GiB; "
+          f"longest stall {r['stall']['stall_s']:.2f} s")
     for f in r["faults"]:
         print(f"  fault: {f}")
     if a.json:

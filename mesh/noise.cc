@@ -145,6 +145,14 @@ std::array<Hash, 3> hkdf(const Hash& chaining_key, ByteView ikm, int num_outputs
   return out;
 }
 
+void rekey_in_place(Key& k) {
+  static constexpr std::array<uint8_t, kKeyLen> kZeros{};
+  std::array<uint8_t, kKeyLen + kTagLen> out;
+  aead_seal_into(k, kMaxNonce, {}, kZeros, out.data());
+  std::memcpy(k.data(), out.data(), kKeyLen);
+  sodium_memzero(out.data(), out.size());
+}
+
 // ---- CipherState ----
 
 CipherState::~CipherState() { sodium_memzero(k_.data(), k_.size()); }
@@ -172,12 +180,7 @@ Result<Bytes> CipherState::decrypt_with_ad(ByteView ad, ByteView ciphertext) {
   return r;
 }
 
-void CipherState::rekey() {
-  static const Bytes zeros(32, 0);
-  Bytes k = aead_seal(k_, kMaxNonce, {}, zeros);
-  std::memcpy(k_.data(), k.data(), kKeyLen);
-  sodium_memzero(k.data(), k.size());
-}
+void CipherState::rekey() { rekey_in_place(k_); }
 
 // ---- SymmetricState ----
 

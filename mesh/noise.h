@@ -65,6 +65,11 @@ Hash hmac(ByteView key, ByteView data1, ByteView data2 = {});
 // Noise HKDF(chaining_key, ikm, num_outputs) with num_outputs 2 or 3.
 std::array<Hash, 3> hkdf(const Hash& chaining_key, ByteView ikm, int num_outputs);
 
+// Noise REKEY(k) (spec §4.2, §11.3): k becomes the first 32 bytes of
+// ENCRYPT(k, n = 2^64-1, ad = "", 32 zero bytes). In place: the old key is overwritten and the
+// scratch space is wiped, so no copy of the old key survives the call.
+void rekey_in_place(Key& k);
+
 class CipherState {
  public:
   CipherState() = default;

@@ -2,6 +2,7 @@
 
 #include <sodium.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "mesh/session.h"
@@ -25,8 +26,13 @@ const uint8_t* u8(std::string_view s) { return reinterpret_cast<const uint8_t*>(
 
 // ---- RecordSealer ----
 
-RecordSealer::RecordSealer(const noise::Key& key, size_t max_message)
-    : key_(key), max_message_(max_message) {}
+RecordSealer::RecordSealer(const noise::Key& key, RecordTime now, RekeyPolicy policy,
+                           size_t max_message)
+    : key_(key), policy_(policy), max_message_(max_message), key_installed_(now) {
+  policy_.max_records = std::max<uint64_t>(policy_.max_records, 1);
+  policy_.max_bytes = std::max<uint64_t>(policy_.max_bytes, 1);
+  policy_.max_age = std::max(policy_.max_age, RecordClock::duration(1));
+}
 
 RecordSealer::~RecordSealer() { sodium_memzero(key_.data(), key_.size()); }
 
@@ -50,7 +56,30 @@ Status RecordSealer::seal_record(RecordType type, std::string_view fragment, std
   return {};
 }
 
-Status RecordSealer::seal_message(std::string_view message, std::string& out) {
+Status RecordSealer::seal_rekey(RecordTime now, std::string& out) {
+  // The kRekey record is the last one sealed with the old key; REKEY overwrites that key in
+  // place, so no copy of it remains in this object.
+  auto st = seal_record(RecordType::kRekey, {}, out);
+  if (!st) return st;
+  noise::rekey_in_place(key_);
+  ++rekeys_;
+  key_installed_ = now;
+  key_records_ = 0;
+  key_bytes_ = 0;
+  return {};
+}
+
+Status RecordSealer::maybe_rekey(size_t next_fragment, RecordTime now, std::string& out) {
+  const bool aged = now - key_installed_ >= policy_.max_age;
+  // Volume: only a key that has sealed something can be worn out by the next record (a
+  // fragment larger than max_bytes still goes out, alone under a fresh key).
+  const bool worn = key_records_ > 0 && (key_records_ >= policy_.max_records ||
+                                         key_bytes_ + next_fragment > policy_.max_bytes);
+  if (!aged && !worn) return {};
+  return seal_rekey(now, out);
+}
+
+Status RecordSealer::seal_message(std::string_view message, RecordTime now, std::string& out) {
   if (message.size() > max_message_) {
     return make_error(kErrProtocol, "message of " + std::to_string(message.size()) +
                                         " bytes exceeds the limit of " +
@@ -62,15 +91,21 @@ Status RecordSealer::seal_message(std::string_view message, std::string& out) {
   do {
     size_t n = std::min(kMaxFragment, message.size() - pos);
     bool last = pos + n == message.size();
-    auto st = seal_record(last ? RecordType::kDataFinal : RecordType::kDataMore,
-                          message.substr(pos, n), out);
+    auto st = maybe_rekey(n, now, out);
     if (!st) return st;
+    st = seal_record(last ? RecordType::kDataFinal : RecordType::kDataMore, message.substr(pos, n),
+                     out);
+    if (!st) return st;
+    ++key_records_;
+    key_bytes_ += n;
     pos += n;
   } while (pos < message.size());
   return {};
 }
 
-Status RecordSealer::seal_close(std::string& out) {
+Status RecordSealer::seal_close(RecordTime now, std::string& out) {
+  auto st = maybe_rekey(0, now, out);
+  if (!st) return st;
   return seal_record(RecordType::kClose, {}, out);
 }
 
@@ -107,8 +142,7 @@ Status RecordOpener::feed(std::string_view bytes) {
                   std::to_string(max_record_length_));
     }
     if (avail < kRecordLengthBytes + length) break;  // partial record: wait for more
-    auto st =
-        process_record(std::string_view(buffer_).substr(buffer_pos_ + kRecordLengthBytes, length));
+    auto st = process_record(buffer_.data() + buffer_pos_ + kRecordLengthBytes, length);
     if (!st) return st;
     buffer_pos_ += kRecordLengthBytes + length;
     if (closed_ && buffer_pos_ < buffer_.size()) return fail("data after the close record");
@@ -121,18 +155,21 @@ Status RecordOpener::feed(std::string_view bytes) {
   return {};
 }
 
-Status RecordOpener::process_record(std::string_view record) {
+Status RecordOpener::process_record(char* data, size_t length) {
+  const std::string_view record(data, length);
   const uint64_t counter = get_u64(u8(record));
   if (counter != expected_counter_) {
     return fail("record counter " + std::to_string(counter) + ", expected " +
                 std::to_string(expected_counter_) + " (replayed, reordered or dropped record)");
   }
   if (expected_counter_ == UINT64_MAX) return fail("record counter exhausted");
+  // Decrypted in place, in the stream buffer (libsodium allows output == input): no
+  // allocation and no extra copy per record. The tag is checked before anything is written.
   auto ciphertext = record.substr(kRecordCounterBytes);
-  std::string plain(ciphertext.size() - noise::kTagLen, '\0');
-  auto st =
-      noise::aead_open_into(key_, counter, noise::ByteView(u8(record), kRecordCounterBytes),
-                            noise::as_bytes(ciphertext), reinterpret_cast<uint8_t*>(plain.data()));
+  auto* body = reinterpret_cast<uint8_t*>(data + kRecordCounterBytes);
+  auto st = noise::aead_open_into(key_, counter, noise::ByteView(u8(record), kRecordCounterBytes),
+                                  noise::as_bytes(ciphertext), body);
+  const std::string_view plain(data + kRecordCounterBytes, ciphertext.size() - noise::kTagLen);
   if (!st) {
     return fail("record " + std::to_string(counter) +
                 ": authentication failed (tampered record or wrong key)");
@@ -159,6 +196,13 @@ Status RecordOpener::process_record(std::string_view record) {
       if (in_message_) return fail("close record in the middle of a message");
       if (!fragment.empty()) return fail("close record with a body");
       closed_ = true;
+      return {};
+    case static_cast<uint8_t>(RecordType::kRekey):
+      // Authenticated under the current key above: switch to the next one and overwrite this
+      // one in place. May come between the records of one message.
+      if (!fragment.empty()) return fail("rekey record with a body");
+      noise::rekey_in_place(key_);
+      ++rekeys_;
       return {};
     default:
       return fail("unknown record type " + std::to_string(type));

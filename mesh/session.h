@@ -1,10 +1,14 @@
 // Encrypted, mutually authenticated control links over TCP (ARCHITECTURE §2).
 //
 // A MeshSession is a TCP connection that has completed a Noise handshake
-// (Noise_XXpsk3_25519_ChaChaPoly_BLAKE2b; the PSK derives from the network secret) and then
-// carries messages of up to kMaxMessageSize bytes, split into AEAD records of at most 64 KiB.
-// There is no plaintext path. Blocking I/O: one thread uses a session at a time for sending
-// and one for receiving (send and recv may run concurrently on two threads).
+// (Noise_XXpsk3_25519_ChaChaPoly_BLAKE2b, or Noise_IKpsk2_... when the dialer knows the
+// listener's static key; the PSK derives from the network secret) and then carries messages of
+// up to kMaxMessageSize bytes, split into AEAD records of at most 64 KiB whose keys are
+// replaced as they wear out (see mesh/record_codec.h). There is no plaintext path. Listeners
+// check a PSK-keyed MAC before any Diffie-Hellman, rate-limit handshakes per source address
+// and demand a cookie round trip under load (see mesh/admission.h). Blocking I/O: one thread
+// uses a session at a time for sending and one for receiving (send and recv may run
+// concurrently on two threads).
 #pragma once
 
 #include <array>
@@ -12,6 +16,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -19,7 +24,7 @@
 
 namespace starling::mesh {
 
-inline constexpr char kErrConnect[] = "mesh.connect";              // TCP connect failed
+inline constexpr char kErrConnect[] = "mesh.connect";  // TCP connect failed, or reset / busy
 inline constexpr char kErrHandshake[] = "mesh.handshake_refused";  // wrong key / not a node
 inline constexpr char kErrPeerRejected[] = "mesh.peer_rejected";   // verify callback said no
 inline constexpr char kErrClosed[] = "mesh.closed";                // orderly close by the peer
@@ -43,6 +48,23 @@ struct MeshConfig {
   // the network CA and match its static key). Empty = accept any holder of the PSK.
   std::function<Status(const RemotePeer&)> verify_remote;
   std::chrono::milliseconds handshake_timeout{5000};
+
+  // Pins the listener's identity: dial() then runs Noise_IKpsk2 and fails unless the listener
+  // proves it holds this static key. Empty: Noise_XXpsk3. Listeners accept both.
+  std::optional<std::array<uint8_t, 32>> remote_static;
+  // Record layer: each side replaces the key it sends with after this many records, this many
+  // plaintext bytes, or this much time, whichever comes first.
+  uint64_t rekey_after_records = uint64_t{1} << 20;
+  uint64_t rekey_after_bytes = uint64_t{1} << 30;
+  std::chrono::milliseconds rekey_after_time{120000};
+  // Listener admission control. Connections beyond max_half_open handshakes in progress, or
+  // beyond the per-source-IP token bucket (IPv6: per /64), are reset before anything is read.
+  // Above cookie_threshold handshakes in progress, a first message without a valid cookie MAC
+  // gets a cookie reply instead of the handshake (dial() retries with it on its own).
+  size_t max_half_open = 64;
+  size_t cookie_threshold = 16;
+  double handshake_rate_per_ip = 20;  // per second; <= 0 disables the limit
+  double handshake_burst_per_ip = 40;
 };
 
 class MeshSession {
@@ -60,7 +82,11 @@ class MeshSession {
 
 // Connects to host:port and runs the handshake as initiator. With a wrong PSK the responder
 // drops the connection: reported as kErrHandshake, "handshake with H:P refused (wrong network
-// key, or not a Starling node)".
+// key, or not a Starling node)"; with config.remote_static set and a listener that does not
+// hold that key, kErrHandshake too ("... refused (wrong network key, the node does not hold the
+// expected static key, or not a Starling node)"). A listener that resets the connection
+// before answering (rate limit, too many handshakes) or keeps refusing our cookie is
+// kErrConnect: a transport failure worth retrying later.
 Result<std::unique_ptr<MeshSession>> dial(const std::string& host, uint16_t port,
                                           const MeshConfig& config,
                                           std::chrono::milliseconds connect_timeout);

@@ -20,7 +20,6 @@
 #include "crypto/hash.h"
 #include "crypto/keys.h"
 #include "crypto/x509.h"
-#include "mesh/rpc.h"
 #include "peer/api/local_api.h"
 #include "peer/engine/torrent_engine.h"
 
@@ -31,9 +30,12 @@ using json = nlohmann::json;
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-constexpr auto kRpcTimeout = 10s;
 constexpr auto kAnnounceWhileDownloading = 1s;
 constexpr auto kAnnounceWhileSeeding = 5s;
+// A member may not know a task yet right after another one answered its RegisterTask: its
+// state machine applies the registration a little later. Until then task.unknown means "not
+// yet", not "no such task".
+constexpr auto kUnknownTaskGrace = 10s;
 
 int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(
@@ -64,6 +66,7 @@ struct Task {
   std::string tag;
   std::vector<std::string> filter;
 
+  std::chrono::steady_clock::time_point registered_at;
   std::string state = "registering";
   std::optional<Error> error;
   std::string sha256;  // of the whole content, as published by the supernode
@@ -105,7 +108,8 @@ class Daemon final : public PeerDaemon {
       stopping_ = true;
     }
     cv_.notify_all();
-    api_.reset();  // no new tasks
+    if (pool_) pool_->stop();  // calls waiting for a supernode give up
+    api_.reset();              // no new tasks
     std::vector<std::thread> workers;
     {
       std::lock_guard lock(mu_);
@@ -134,15 +138,22 @@ class Daemon final : public PeerDaemon {
     key_ = *key;
     node_id_ = crypto::node_id_of(key_.public_key);
 
-    mesh_.psk = crypto::noise_psk(*secret);
-    mesh_.static_secret = crypto::x25519_secret_from_ed25519(key_);
-    mesh_.static_public = crypto::x25519_public_from_ed25519(key_.public_key);
-    // The supernode must prove it is one: a supernode certificate from the network CA whose
+    if (config_.supernodes.empty()) return make_error(kErrTask, "no supernode configured");
+    mesh::MeshConfig mesh;
+    mesh.psk = crypto::noise_psk(*secret);
+    mesh.static_secret = crypto::x25519_secret_from_ed25519(key_);
+    mesh.static_public = crypto::x25519_public_from_ed25519(key_.public_key);
+    // Each supernode must prove it is one: a supernode certificate from the network CA whose
     // key is the one it did the handshake with.
-    mesh_.verify_remote = require_supernode(ca_pem_);
+    mesh.verify_remote = require_supernode(ca_pem_);
+    pool_ = std::make_unique<SupernodePool>(config_.supernodes, std::move(mesh),
+                                            config_.supernode_options);
 
-    // Enrolment: prove we hold the network key (the handshake) and get a certificate.
-    auto enrolled = call("Enroll", {{"public_key", node_id_.get()}, {"role", "peer"}});
+    // Enrolment: prove we hold the network key (the handshake) and get a certificate, from
+    // whichever member answers. One round over the members: `starling peer` decides whether
+    // to wait and try again (is_retryable).
+    auto enrolled = pool_->call("Enroll", {{"public_key", node_id_.get()}, {"role", "peer"}},
+                                std::chrono::milliseconds(0));
     if (!enrolled) return enrolled.error();
     if (!enrolled->contains("cert_pem") || !(*enrolled)["cert_pem"].is_string()) {
       return make_error(kErrTask, "supernode sent no certificate");
@@ -152,14 +163,9 @@ class Daemon final : public PeerDaemon {
       return make_error(kErrTask,
                         "certificate from the supernode is invalid: " + info.error().message);
     }
-    {
-      // Every later call (RegisterTask, GetTask, Announce) needs the certificate as this
-      // node's handshake payload: drop the enrolment session so the next call reconnects
-      // with it. call() builds every reconnection from mesh_, so the payload stays.
-      std::lock_guard lock(rpc_mu_);
-      mesh_.payload = cert_pem_;
-      rpc_.reset();
-    }
+    // Every later call (RegisterTask, GetTask, Announce) needs the certificate as this
+    // node's handshake payload: the pool redials every member with it.
+    pool_->set_payload(cert_pem_);
 
     EngineConfig engine_config;
     engine_config.listen_ip = config_.listen_ip;
@@ -178,30 +184,18 @@ class Daemon final : public PeerDaemon {
     if (!api) return api.error();
     api_ = std::move(*api);
     std::cerr << "peer: node " << node_id_.get().substr(0, 16) << " enrolled with supernode "
-              << config_.supernode_host << ":" << config_.supernode_port << "; data "
+              << pool_->current().str() << " (cluster " << supernode_list() << "); data "
               << config_.listen_ip << ":" << engine_->ssl_port() << "; api " << config_.socket_path
               << "\n";
     return {};
   }
 
  private:
-  // One RPC to the supernode, reconnecting once if the session broke. Sessions are made from
-  // mesh_, which carries this node's certificate once it has enrolled.
-  Result<json> call(const std::string& method, const json& params) {
-    std::lock_guard lock(rpc_mu_);
-    for (int attempt = 0; attempt < 2; ++attempt) {
-      if (!rpc_) {
-        auto client = mesh::RpcClient::connect(config_.supernode_host, config_.supernode_port,
-                                               mesh_, kRpcTimeout);
-        if (!client) return client.error();
-        rpc_ = std::move(*client);
-      }
-      auto result = rpc_->call(method, params, kRpcTimeout);
-      if (result.ok() || !result.error().code.starts_with("mesh.")) return result;
-      rpc_.reset();  // transport failure: reconnect once
-      if (attempt == 1) return result;
-    }
-    return make_error(kErrTask, "unreachable");
+  // "A:P,B:P,C:P": every member, as configured.
+  std::string supernode_list() const {
+    std::string list;
+    for (const auto& m : pool_->members()) list += (list.empty() ? "" : ",") + m.str();
+    return list;
   }
 
   HttpReply handle(const std::string& method, const std::string& target, const std::string& body) {
@@ -223,9 +217,11 @@ class Daemon final : public PeerDaemon {
     }
     if (method == "GET" && target == "/v1/status") {
       std::lock_guard lock(mu_);
+      json members = json::array();
+      for (const auto& m : pool_->members()) members.push_back(m.str());
       return reply(200, {{"node_id", node_id_.get()},
-                         {"supernode",
-                          config_.supernode_host + ":" + std::to_string(config_.supernode_port)},
+                         {"supernode", pool_->current().str()},  // the member in use
+                         {"supernodes", members},
                          {"data_port", engine_->ssl_port()},
                          {"tasks", tasks_.size()}});
     }
@@ -259,12 +255,13 @@ class Daemon final : public PeerDaemon {
     params["filter"] = task->filter;
     if (auto ok = validate_url(task->url); !ok) return error_reply(400, ok.error());
 
-    auto registered = call("RegisterTask", params);
+    auto registered = pool_->call("RegisterTask", params);
     if (!registered) return error_reply(502, registered.error());
     if (!registered->contains("task_id") || !(*registered)["task_id"].is_string()) {
       return error_reply(502, make_error(kErrTask, "supernode answered without a task id"));
     }
     task->id = TaskId((*registered)["task_id"].get<std::string>());
+    task->registered_at = std::chrono::steady_clock::now();
 
     std::lock_guard lock(mu_);
     if (stopping_) return error_reply(503, make_error(kErrTask, "daemon is stopping"));
@@ -284,6 +281,7 @@ class Daemon final : public PeerDaemon {
   }
 
   void fail(const std::shared_ptr<Task>& task, Error e) {
+    if (e.code == kErrPoolStopped) return;  // the daemon is stopping, not the task failing
     std::cerr << "peer: task " << task->id.get().substr(0, 16) << " failed: " << e.message << "\n";
     std::lock_guard lock(mu_);
     task->state = "failed";
@@ -295,7 +293,12 @@ class Daemon final : public PeerDaemon {
     // 1. Wait until the supernode has fetched, hashed and is seeding the content.
     json info;
     while (true) {
-      auto got = call("GetTask", {{"task_id", id}});
+      auto got = pool_->call("GetTask", {{"task_id", id}});
+      if (!got && got.error().code == kErrUnknownTask &&
+          std::chrono::steady_clock::now() - task->registered_at < kUnknownTaskGrace) {
+        if (!wait(200ms)) return;  // the member that answered is behind: ask again
+        continue;
+      }
       if (!got) return fail(task, got.error());
       info = *got;
       const std::string state = info.value("state", "");
@@ -363,15 +366,18 @@ class Daemon final : public PeerDaemon {
 
   void announce(const std::shared_ptr<Task>& task, const TorrentProgress& p,
                 std::set<std::pair<std::string, uint16_t>>& connected) {
-    auto peers = call("Announce", {{"task_id", task->id.get()},
-                                   {"node_id", node_id_.get()},
-                                   {"ip", config_.listen_ip},
-                                   {"port", engine_->ssl_port()},
-                                   {"done_bytes", p.done_bytes},
-                                   {"total_bytes", p.total_bytes},
-                                   {"uploaded_bytes", p.uploaded_bytes}});
+    // Every supernode keeps its own swarm registry: announce to all, connect to the union.
+    auto peers = pool_->call_all("Announce", {{"task_id", task->id.get()},
+                                              {"node_id", node_id_.get()},
+                                              {"ip", config_.listen_ip},
+                                              {"port", engine_->ssl_port()},
+                                              {"done_bytes", p.done_bytes},
+                                              {"total_bytes", p.total_bytes},
+                                              {"uploaded_bytes", p.uploaded_bytes}});
     if (!peers) {
-      std::cerr << "peer: announce failed: " << peers.error().message << "\n";
+      if (peers.error().code != kErrPoolStopped) {
+        std::cerr << "peer: announce failed: " << peers.error().message << "\n";
+      }
       return;  // the swarm keeps going; retried at the next interval
     }
     if (!peers->contains("peers") || !(*peers)["peers"].is_array()) return;
@@ -416,10 +422,8 @@ class Daemon final : public PeerDaemon {
   NodeId node_id_;
   std::string ca_pem_;
   std::string cert_pem_;
-  mesh::MeshConfig mesh_;  // guarded by rpc_mu_ once init() has enrolled
 
-  std::mutex rpc_mu_;
-  std::unique_ptr<mesh::RpcClient> rpc_;
+  std::unique_ptr<SupernodePool> pool_;  // set by init(); thread-safe
   std::unique_ptr<TorrentEngine> engine_;
   std::unique_ptr<LocalApiServer> api_;
 

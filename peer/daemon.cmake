@@ -1,5 +1,4 @@
-add_library(starling_peer daemon.cc)
+add_library(starling_peer daemon.cc supernode_pool.cc)
 target_link_libraries(starling_peer
-  PUBLIC starling_common
-  PRIVATE starling_engine starling_local_api starling_mesh starling_crypto
-          nlohmann_json::nlohmann_json Threads::Threads starling_warnings)
+  PUBLIC starling_common starling_mesh nlohmann_json::nlohmann_json
+  PRIVATE starling_engine starling_local_api starling_crypto Threads::Threads starling_warnings)

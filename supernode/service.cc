@@ -11,6 +11,7 @@
 
 #include "common/hex.h"
 #include "common/task_id.h"
+#include "crypto/base64.h"
 #include "crypto/x509.h"
 #include "mesh/rpc.h"
 #include "supernode/fetch/origin_fetch.h"
@@ -116,15 +117,6 @@ bool valid_ip(const std::string& ip) {
   return inet_pton(AF_INET, ip.c_str(), buf) == 1 || inet_pton(AF_INET6, ip.c_str(), buf) == 1;
 }
 
-std::string base64(const std::string& bytes) {
-  size_t cap = sodium_base64_ENCODED_LEN(bytes.size(), sodium_base64_VARIANT_ORIGINAL);
-  std::string out(cap, '\0');
-  sodium_bin2base64(out.data(), cap, reinterpret_cast<const unsigned char*>(bytes.data()),
-                    bytes.size(), sodium_base64_VARIANT_ORIGINAL);
-  out.resize(cap - 1);  // drop the terminating NUL
-  return out;
-}
-
 // The X25519 (Noise) form of an Ed25519 key, or nullopt for a key that is not a valid point.
 // Not crypto::x25519_public_from_ed25519, which aborts on an invalid point: callers here pass
 // untrusted keys.
@@ -140,7 +132,10 @@ bool role_permits(crypto::Role role, const std::string& method) {
     case crypto::Role::kSupernode:
       return true;
     case crypto::Role::kAdmin:
-      if (method == "Status") return true;
+      if (method == "Status" || method.rfind("Kv", 0) == 0 || method == "Revoke" ||
+          method == "Certificates") {
+        return true;
+      }
       [[fallthrough]];
     case crypto::Role::kPeer:
       return method == "RegisterTask" || method == "GetTask" || method == "Announce";
@@ -150,20 +145,84 @@ bool role_permits(crypto::Role role, const std::string& method) {
 
 bool known_method(const std::string& method) {
   return method == "Enroll" || method == "RegisterTask" || method == "GetTask" ||
-         method == "Announce" || method == "Status";
+         method == "Announce" || method == "Status" || method == "KvGet" || method == "KvPut" ||
+         method == "KvDelete" || method == "KvList" || method == "Raft" || method == "Propose" ||
+         method == "ReadIndex" || method == "Revoke" || method == "Certificates";
+}
+
+// kv keys: 1..512 bytes, no NUL; values up to 512 KiB (tracker/command.h).
+constexpr size_t kMaxKeyBytes = 512;
+constexpr size_t kMaxValueBytes = 512 * 1024;
+
+Result<std::string> need_key(const json& p) {
+  auto key = need_string(p, "key");
+  if (!key.ok()) return key;
+  if (key->empty() || key->size() > kMaxKeyBytes || key->find('\0') != std::string::npos) {
+    return bad_message("\"key\" must be 1..512 bytes without NUL");
+  }
+  return key;
+}
+
+// "cas": absent or null = unconditional; 0 = only if absent; n = only at modify index n.
+Result<std::optional<uint64_t>> opt_cas(const json& p) {
+  auto it = p.find("cas");
+  if (it == p.end() || it->is_null()) return std::optional<uint64_t>();
+  if (!it->is_number_unsigned()) return bad_message("\"cas\" must be a modify index (>= 0)");
+  return std::optional<uint64_t>(it->get<uint64_t>());
+}
+
+bool opt_bool(const json& p, const char* key) {
+  auto it = p.find(key);
+  return it != p.end() && it->is_boolean() && it->get<bool>();
+}
+
+json kv_json(const tracker::KvRecord& r) {
+  return {{"key", r.key},
+          {"value", r.value},
+          {"create_index", r.create_index},
+          {"modify_index", r.modify_index}};
+}
+
+// The tracker's result text of an applied command (JSON it produced itself).
+json parse_result(const std::string& text) {
+  auto j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  return j.is_discarded() ? json::object() : j;
 }
 
 constexpr char kNeedCertificate[] =
     "this method needs a certificate issued by the network CA; enrol first";
 
+// "node <id> was revoked: <reason>" (the tracker's own wording for kErrCertRevoked).
+std::string revoked_message(const std::string& node, const tracker::Revocation& r) {
+  return "node " + node + " was revoked" +
+         (r.reason.empty() ? std::string(" (no reason given)") : ": " + r.reason);
+}
+
+json certificate_json(const tracker::CertificateRecord& c) {
+  json out = {{"node_id", c.node_id}, {"revoked", c.revoked()}};
+  if (c.issued_index.get() != 0) {
+    out["role"] = c.role;
+    out["not_before"] = c.not_before;
+    out["not_after"] = c.not_after;
+    out["issued_index"] = c.issued_index.get();
+  }
+  if (c.revocation) {
+    out["revoked_at"] = c.revocation->revoked_at;
+    out["reason"] = c.revocation->reason;
+    out["revoked_index"] = c.revocation->index.get();
+  }
+  return out;
+}
+
 }  // namespace
 
-SupernodeService::SupernodeService(ServiceConfig config, tracker::TrackerStateMachine& tracker,
+SupernodeService::SupernodeService(ServiceConfig config, ClusterLog& log,
+                                   tracker::TrackerStateMachine& tracker,
                                    peer::TorrentEngine& engine)
     : config_(std::move(config)),
       node_id_(crypto::node_id_of(config_.node_key.public_key)),
+      log_(log),
       tracker_(tracker),
-      log_(tracker),
       engine_(engine) {}
 
 SupernodeService::~SupernodeService() { stop(); }
@@ -186,13 +245,25 @@ std::string SupernodeService::content_path(const TaskId& task) const {
 }
 
 void SupernodeService::resume() {
+  std::lock_guard lock(workers_mu_);
+  if (stopping_) return;
+  Worker& w = workers_.emplace_back();
+  w.thread = std::thread([this, &w] {
+    resume_tasks();
+    w.done = true;
+  });
+}
+
+void SupernodeService::resume_tasks() {
   auto tasks = tracker_.list_tasks();
   if (!tasks.ok()) {
     log_line("cannot list tasks: %s", tasks.error().message.c_str());
     return;
   }
   for (const auto& t : *tasks) {
+    if (abort_) return;
     const char* id = t.task_id.get().c_str();
+    if (t.seeder != node_id_.get()) continue;  // another member fetches and seeds it
     if (t.state == tracker::TaskState::kFetching) {
       log_line("task %s: origin fetch interrupted by a restart; marking failed", id);
       fail_task(t.task_id, make_error(kErrInterrupted,
@@ -240,6 +311,10 @@ Result<json> SupernodeService::handle(const mesh::RemotePeer& from, const std::s
     if (method == "GetTask") return get_task(params);
     if (method == "Announce") return announce(*caller, params);
     if (method == "Status") return status();
+    if (method.rfind("Kv", 0) == 0) return kv(method, params);
+    if (method == "Revoke") return revoke(*caller, params);
+    if (method == "Certificates") return certificates(params);
+    if (auto member = log_.handle(method, params)) return std::move(*member);
   } catch (const std::exception& e) {
     // The readers above check every type, so this is a bug; answer rather than crash.
     log_line("internal error in %s: %s", method.c_str(), e.what());
@@ -257,6 +332,17 @@ Result<crypto::CertInfo> SupernodeService::authenticate(const mesh::RemotePeer& 
   if (!info.ok()) {
     return make_error(kErrUnauthenticated,
                       std::string(kNeedCertificate) + " (" + info.error().message + ")");
+  }
+  // A revoked node is refused from the moment this replica applied the revocation, on open
+  // sessions too. The lookup is in memory: it never waits for the tracker's disk.
+  auto revoked = tracker_.revocation(info->node.get());
+  if (!revoked.ok()) return revoked.error();
+  if (*revoked) {
+    const tracker::Revocation& r = **revoked;
+    return make_error(kErrUnauthenticated,
+                      "the certificate of node " + info->node.get() +
+                          " is no longer accepted (node revoked" +
+                          (r.reason.empty() ? std::string() : ": " + r.reason) + ")");
   }
   return info;
 }
@@ -284,11 +370,61 @@ Result<json> SupernodeService::enroll(const mesh::RemotePeer& from, const json& 
                       "enrolment refused: the public key does not match the "
                       "caller's mesh key");
   }
-  auto leaf = crypto::issue_leaf(config_.ca_key, config_.ca_pem, pk, crypto::Role::kPeer,
-                                 unix_now(), kLeafValiditySeconds);
+  const std::string node = crypto::node_id_of(pk).get();
+  // Fast refusal from this replica; the state machine refuses again (deterministically) if the
+  // revocation committed but has not reached this member yet.
+  auto revoked = tracker_.revocation(node);
+  if (!revoked.ok()) return revoked.error();
+  if (*revoked) return make_error(kErrEnrollRevoked, revoked_message(node, **revoked));
+  const int64_t now = unix_now();
+  auto leaf = crypto::issue_leaf(config_.ca_key, config_.ca_pem, pk, crypto::Role::kPeer, now,
+                                 kLeafValiditySeconds);
   if (!leaf.ok()) return leaf.error();
-  log_line("enrolled peer %s from %s", crypto::node_id_of(pk).get().c_str(), from.address.c_str());
+  // The leaf leaves this process only once its issuance is committed: every certificate a
+  // supernode hands out is on record on a majority of members.
+  auto issued = log_.propose(tracker::IssueCertificate{node, crypto::role_name(crypto::Role::kPeer),
+                                                       now, now + kLeafValiditySeconds});
+  if (!issued.ok()) {
+    if (issued.error().code == tracker::kErrCertRevoked) {
+      return make_error(kErrEnrollRevoked, issued.error().message);
+    }
+    log_line("enrolment of %s not recorded: %s", node.c_str(), issued.error().message.c_str());
+    return issued.error();
+  }
+  log_line("enrolled peer %s from %s", node.c_str(), from.address.c_str());
   return json{{"cert_pem", *leaf}, {"ca_pem", config_.ca_pem}};
+}
+
+Result<json> SupernodeService::revoke(const crypto::CertInfo& caller, const json& params) {
+  auto node = need_string(params, "node_id");
+  if (!node.ok()) return node.error();
+  if (!is_lower_hex64(*node)) return bad_message("\"node_id\" must be 64 lowercase hex characters");
+  auto reason = opt_string(params, "reason");
+  if (!reason.ok()) return reason.error();
+  const std::string why = reason->value_or("");
+  if (Status st = tracker::validate_revoke_reason(why); !st.ok()) {
+    return bad_message("\"reason\" must be at most 256 bytes of UTF-8 on one line");
+  }
+  auto result = log_.propose(tracker::RevokeCertificate{*node, why, unix_now()});
+  if (!result.ok()) return result.error();
+  json out = parse_result(*result);
+  if (out.value("already_revoked", false)) {
+    log_line("node %s: already revoked (Revoke by %s %s)", node->c_str(),
+             crypto::role_name(caller.role), caller.node.get().c_str());
+  } else {
+    log_line("node %s revoked by %s %s%s%s", node->c_str(), crypto::role_name(caller.role),
+             caller.node.get().c_str(), why.empty() ? "" : ": ", why.c_str());
+  }
+  return out;
+}
+
+Result<json> SupernodeService::certificates(const json& params) {
+  if (Status st = read_barrier(params); !st.ok()) return st.error();
+  auto list = tracker_.list_certificates();
+  if (!list.ok()) return list.error();
+  json out = json::array();
+  for (const auto& c : *list) out.push_back(certificate_json(c));
+  return json{{"certificates", std::move(out)}};
 }
 
 Result<json> SupernodeService::register_task(const json& params) {
@@ -327,7 +463,7 @@ Result<json> SupernodeService::register_task(const json& params) {
     std::string shown = filter_url(*url, *filter);
     std::optional<std::string> digest;
     if (key.digest) digest = key.digest->str();
-    auto index = log_.propose(tracker::CreateTask{*id, shown, digest, unix_now()});
+    auto index = log_.propose(tracker::CreateTask{*id, shown, digest, unix_now(), node_id_.get()});
     if (!index.ok()) {
       // Another caller created it between our read and our proposal: it owns the fetch.
       if (index.error().code == tracker::kErrTaskExists) return result;
@@ -338,7 +474,7 @@ Result<json> SupernodeService::register_task(const json& params) {
     return result;
   }
   if ((*existing)->state == tracker::TaskState::kFailed) {
-    auto index = log_.propose(tracker::RestartTask{*id});
+    auto index = log_.propose(tracker::RestartTask{*id, node_id_.get()});
     if (!index.ok()) {
       if (index.error().code == tracker::kErrBadTransition) return result;  // restarted already
       return index.error();
@@ -358,9 +494,15 @@ std::optional<int64_t> SupernodeService::origin_bytes(const TaskId& task) const 
   return it->second;
 }
 
+Status SupernodeService::read_barrier(const json& params) {
+  if (opt_bool(params, "stale")) return {};
+  return log_.read_barrier();
+}
+
 Result<json> SupernodeService::get_task(const json& params) {
   auto id = need_task_id(params);
   if (!id.ok()) return id.error();
+  if (Status st = read_barrier(params); !st.ok()) return st.error();
   auto rec = tracker_.get_task(*id);
   if (!rec.ok()) return rec.error();
   if (!rec->has_value()) return make_error(kErrTaskUnknownRpc, "unknown task " + id->get());
@@ -370,7 +512,7 @@ Result<json> SupernodeService::get_task(const json& params) {
   if (t.state == tracker::TaskState::kReady) {
     out["size"] = t.size;
     out["sha256"] = t.sha256;
-    out["metainfo"] = base64(t.metainfo);
+    out["metainfo"] = crypto::base64_encode(t.metainfo);
   }
   if (t.state == tracker::TaskState::kFailed && t.error) {
     out["error"] = {{"code", t.error->code}, {"message", t.error->message}};
@@ -421,17 +563,22 @@ Result<json> SupernodeService::announce(const crypto::CertInfo& caller, const js
         Announcement{*id, requester, *ip, static_cast<uint16_t>(*port), *done, *total, *uploaded},
         now);
     for (const auto& m : swarm_.members(*id, now)) {
+      // A revoked node's announcements stay in the soft state until they expire; nobody is
+      // sent to it meanwhile.
+      auto revoked = tracker_.is_revoked(m.node.get());
+      if (!revoked.ok() || *revoked) continue;
       candidates.push_back(
           Candidate{m.node, m.ip, m.port, m.done_bytes, m.uploaded_bytes, m.complete()});
     }
   }
   json peers = json::array();
   size_t limit = kMaxAnnouncePeers;
-  if (ready && requester != node_id_) {
-    peers.push_back({{"node_id", node_id_.get()},
-                     {"ip", config_.listen_ip},
-                     {"port", engine_.ssl_port()},
-                     {"seed", true}});
+  const tracker::TaskRecord& task = **rec;
+  auto seeder_revoked = tracker_.is_revoked(task.seeder);
+  if (ready && requester.get() != task.seeder && task.seed_port > 0 && seeder_revoked.ok() &&
+      !*seeder_revoked) {
+    peers.push_back(
+        {{"node_id", task.seeder}, {"ip", task.seed_ip}, {"port", task.seed_port}, {"seed", true}});
     --limit;
   }
   for (const auto& c : rank(requester, std::move(candidates), limit)) {
@@ -455,10 +602,46 @@ Result<json> SupernodeService::status() {
     std::lock_guard lock(swarm_mu_);
     peers = swarm_.live_nodes(SwarmClock::now());
   }
-  return json{{"node_id", node_id_.get()},
-              {"role", "supernode"},
-              {"tasks", std::move(list)},
-              {"peers", peers}};
+  auto keys = tracker_.kv_count();
+  if (!keys.ok()) return keys.error();
+  return json{{"node_id", node_id_.get()}, {"role", "supernode"},
+              {"tasks", std::move(list)},  {"peers", peers},
+              {"kv_keys", *keys},          {"raft", log_.status()}};
+}
+
+Result<json> SupernodeService::kv(const std::string& method, const json& params) {
+  if (method == "KvList") {
+    auto prefix = opt_string(params, "prefix");
+    if (!prefix.ok()) return prefix.error();
+    if (Status st = read_barrier(params); !st.ok()) return st.error();
+    auto items = tracker_.kv_list(prefix->value_or(""));
+    if (!items.ok()) return items.error();
+    json out = json::array();
+    for (const auto& r : *items) out.push_back(kv_json(r));
+    return json{{"items", std::move(out)}};
+  }
+  auto key = need_key(params);
+  if (!key.ok()) return key.error();
+  if (method == "KvGet") {
+    if (Status st = read_barrier(params); !st.ok()) return st.error();
+    auto record = tracker_.kv_get(*key);
+    if (!record.ok()) return record.error();
+    if (!*record) return make_error(tracker::kErrKeyUnknown, "key '" + *key + "' not found");
+    return kv_json(**record);
+  }
+  auto cas = opt_cas(params);
+  if (!cas.ok()) return cas.error();
+  if (method == "KvPut") {
+    auto value = need_string(params, "value");
+    if (!value.ok()) return value.error();
+    if (value->size() > kMaxValueBytes) return bad_message("\"value\" is larger than 512 KiB");
+    auto result = log_.propose(tracker::KvPut{*key, *value, *cas});
+    if (!result.ok()) return result.error();
+    return parse_result(*result);
+  }
+  auto result = log_.propose(tracker::KvDelete{*key, *cas});  // KvDelete
+  if (!result.ok()) return result.error();
+  return parse_result(*result);
 }
 
 void SupernodeService::start_worker(FetchJob job) {
@@ -546,8 +729,8 @@ void SupernodeService::run_worker(const FetchJob& job) {
     fail(make_error(kErrSeed, "cannot seed: " + st.error().message));
     return;
   }
-  auto index =
-      log_.propose(tracker::MarkTaskReady{job.task, fetched->size, fetched->sha256, *metainfo});
+  auto index = log_.propose(tracker::MarkTaskReady{
+      job.task, fetched->size, fetched->sha256, *metainfo, config_.listen_ip, engine_.ssl_port()});
   if (!index.ok()) {
     log_line("task %s: cannot record ready: %s", id, index.error().message.c_str());
     return;

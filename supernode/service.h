@@ -1,14 +1,30 @@
 // The supernode's RPC service (supernode/rpc_api.md) and its seeding workers.
 //
-// Owns: the LocalLog over the tracker, the swarm registry, and one thread per origin fetch
-// (a "seeding worker": fetch -> build metainfo -> seed -> MarkTaskReady). Borrows: the tracker
-// state machine and the torrent engine, which must outlive it.
+// Owns: the swarm registry (soft state, this member's own), and one thread per origin fetch
+// (a "seeding worker": fetch -> build metainfo -> seed -> MarkTaskReady). Borrows: the
+// replicated log (writes go through it to the Raft leader), the tracker state machine it
+// applies to (reads), and the torrent engine, which must outlive it.
+//
+// Cluster behaviour (issue 4): every member answers every method. Writes (task registration,
+// kv) are committed through the ClusterLog; GetTask and KvGet are linearizable by default
+// (a ReadIndex barrier; `"stale": true` skips it); Announce and its peer lists are served from
+// this member's soft state even without a majority. The member that first receives a
+// RegisterTask for a new (or failed) task is its seeder: it records itself in the task, fetches
+// from the origin and seeds; any member hands out the seeder's data endpoint.
+//
+// Certificates (issue 5 item 1): every leaf Enroll hands out is first committed as an
+// IssueCertificate entry (so enrolment needs a majority: cluster.unavailable otherwise, which
+// peers retry). "Revoke" commits a RevokeCertificate; from the moment a member applies it, that
+// member refuses every RPC of the node (new sessions and open ones alike: the check runs per
+// call, against the local replica's in-memory revocation list), refuses to enrol it again and
+// leaves it out of peer lists. Its data-plane certificate stays valid until it expires (at most
+// kLeafValiditySeconds).
 //
 // Threading: handle() is called concurrently from the mesh server's session threads. The
-// tracker and LocalLog serialise themselves; the swarm registry and the per-task origin byte
-// counters are guarded by their own mutexes. Register/restart decisions are atomic through the
-// state machine's transitions (a second CreateTask or RestartTask of a task is rejected), so
-// concurrent registrations of one task start exactly one worker.
+// tracker and the ClusterLog serialise themselves; the swarm registry and the per-task origin
+// byte counters are guarded by their own mutexes. Register/restart decisions are atomic
+// through the state machine's transitions (a second CreateTask or RestartTask of a task is
+// rejected), so concurrent registrations of one task start exactly one worker.
 #pragma once
 
 #include <atomic>
@@ -30,13 +46,15 @@
 #include "crypto/x509.h"
 #include "mesh/session.h"
 #include "peer/engine/torrent_engine.h"
+#include "supernode/cluster_log.h"
 #include "supernode/swarm_registry.h"
-#include "supernode/tracker/log.h"
 #include "supernode/tracker/state_machine.h"
 
 namespace starling::supernode {
 
 inline constexpr char kErrKeyMismatch[] = "enroll.key_mismatch";
+// Enroll for a node that was revoked: "node <id> was revoked: <reason>".
+inline constexpr char kErrEnrollRevoked[] = "enroll.revoked";
 // Every method but Enroll needs a certificate from the network CA for the session's key...
 inline constexpr char kErrUnauthenticated[] = "rpc.unauthenticated";
 // ...whose role permits the method (and, for Announce, whose node id is the one announced).
@@ -62,24 +80,29 @@ struct ServiceConfig {
 
 class SupernodeService {
  public:
-  // `tracker` and `engine` must outlive the service.
-  SupernodeService(ServiceConfig config, tracker::TrackerStateMachine& tracker,
+  // `log`, `tracker` (the state machine `log` applies to) and `engine` must outlive the
+  // service.
+  SupernodeService(ServiceConfig config, ClusterLog& log, tracker::TrackerStateMachine& tracker,
                    peer::TorrentEngine& engine);
   ~SupernodeService();  // stop()
   SupernodeService(const SupernodeService&) = delete;
   SupernodeService& operator=(const SupernodeService&) = delete;
 
-  // Called once at start, before serving: re-seeds ready tasks whose content file is present;
-  // marks ready tasks whose content is gone, and fetches interrupted by a restart, as failed
-  // (the next RegisterTask restarts them).
+  // Called once at start, after the mesh listener is up (marking a task failed needs the
+  // other members): in a worker thread, re-seeds this member's ready tasks whose content file
+  // is present; marks its ready tasks whose content is gone, and its fetches interrupted by a
+  // restart, as failed (the next RegisterTask restarts them).
   void resume();
 
   // One RPC. Never throws; malformed params give rpc.bad_message.
-  // Access: Enroll is open to any PSK holder (it is how a node gets its certificate). Every
-  // other method needs `from.payload` to be a certificate that crypto::verify_leaf accepts
-  // against the network CA now, whose Ed25519 key converts to `from.static_key`
+  // Access: Enroll is open to any PSK holder (it is how a node gets its certificate) whose
+  // node is not revoked (enroll.revoked). Every other method needs `from.payload` to be a
+  // certificate that crypto::verify_leaf accepts against the network CA now, whose Ed25519 key
+  // converts to `from.static_key`, and whose node is not revoked in this member's replica
   // (rpc.unauthenticated otherwise), and whose role permits the method (rpc.forbidden):
-  // peer: RegisterTask, GetTask, Announce; admin: those and Status; supernode: all.
+  // peer: RegisterTask, GetTask, Announce; admin: those, Status, Kv*, Revoke and
+  // Certificates; supernode: all (including the member-to-member methods Raft, Propose,
+  // ReadIndex).
   Result<nlohmann::json> handle(const mesh::RemotePeer& from, const std::string& method,
                                 const nlohmann::json& params);
 
@@ -104,10 +127,17 @@ class SupernodeService {
   Result<nlohmann::json> enroll(const mesh::RemotePeer& from, const nlohmann::json& params);
   Result<nlohmann::json> register_task(const nlohmann::json& params);
   Result<nlohmann::json> get_task(const nlohmann::json& params);
+  Result<nlohmann::json> kv(const std::string& method, const nlohmann::json& params);
+  // Unless params has "stale": true, waits for a linearizable read point.
+  Status read_barrier(const nlohmann::json& params);
+  void resume_tasks();
   Result<nlohmann::json> announce(const crypto::CertInfo& caller, const nlohmann::json& params);
-  // The verified certificate of the caller, or kErrUnauthenticated.
+  // The verified certificate of the caller, or kErrUnauthenticated (also when its node is
+  // revoked).
   Result<crypto::CertInfo> authenticate(const mesh::RemotePeer& from) const;
   Result<nlohmann::json> status();
+  Result<nlohmann::json> revoke(const crypto::CertInfo& caller, const nlohmann::json& params);
+  Result<nlohmann::json> certificates(const nlohmann::json& params);
 
   void start_worker(FetchJob job);
   void run_worker(const FetchJob& job);
@@ -117,8 +147,8 @@ class SupernodeService {
 
   const ServiceConfig config_;
   const NodeId node_id_;
+  ClusterLog& log_;
   tracker::TrackerStateMachine& tracker_;
-  tracker::LocalLog log_;
   peer::TorrentEngine& engine_;
 
   std::mutex swarm_mu_;

@@ -5,10 +5,12 @@
 #include <filesystem>
 
 #include "crypto/keys.h"
+#include "crypto/mesh_auth.h"
 #include "crypto/x509.h"
 #include "mesh/rpc.h"
 #include "mesh/session.h"
 #include "peer/engine/torrent_engine.h"
+#include "supernode/cluster_log.h"
 #include "supernode/service.h"
 #include "supernode/tracker/state_machine.h"
 
@@ -20,6 +22,7 @@ namespace fs = std::filesystem;
 // server and the service explicitly first, so no RPC runs while the rest goes away).
 struct Supernode::Parts {
   std::unique_ptr<tracker::TrackerStateMachine> tracker;
+  std::unique_ptr<ClusterLog> log;
   std::unique_ptr<peer::TorrentEngine> engine;
   std::unique_ptr<SupernodeService> service;
   std::unique_ptr<mesh::RpcServer> server;
@@ -31,8 +34,10 @@ Supernode::Supernode(std::unique_ptr<Parts> parts) : parts_(std::move(parts)) {}
 Supernode::~Supernode() {
   if (parts_->server) parts_->server->stop();
   if (parts_->service) parts_->service->stop();
+  if (parts_->log) parts_->log->stop();
   parts_->server.reset();
   parts_->service.reset();
+  parts_->log.reset();
   parts_->engine.reset();
   parts_->tracker.reset();
 }
@@ -75,6 +80,28 @@ Result<std::unique_ptr<Supernode>> Supernode::start(const SupernodeConfig& confi
   if (!tracker.ok()) return tracker.error();
   parts->tracker = std::move(tracker).value();
 
+  mesh::MeshConfig mesh_config;
+  mesh_config.psk = crypto::noise_psk(*secret);
+  mesh_config.static_secret = crypto::x25519_secret_from_ed25519(*node_key);
+  mesh_config.static_public = crypto::x25519_public_from_ed25519(node_key->public_key);
+  mesh_config.payload = *leaf;
+
+  ClusterConfig cluster;
+  cluster.id = config.id;
+  cluster.members = config.members;
+  if (cluster.members.empty()) {
+    cluster.members.push_back(Member{config.id, config.listen_ip, config.mesh_port});
+  }
+  cluster.raft_path = (data / "raft.db").string();
+  cluster.mesh = mesh_config;
+  // Sessions to other members: believe only a supernode certificate from this network.
+  cluster.mesh.verify_remote = crypto::require_role(*ca_pem, crypto::Role::kSupernode);
+  cluster.tick = config.raft_tick;
+  cluster.election_tick = config.election_tick;
+  auto log = ClusterLog::start(std::move(cluster), *parts->tracker);
+  if (!log.ok()) return log.error();
+  parts->log = std::move(log).value();
+
   peer::EngineConfig engine_config;
   engine_config.listen_ip = config.listen_ip;
   engine_config.ssl_port = config.data_port;
@@ -86,15 +113,8 @@ Result<std::unique_ptr<Supernode>> Supernode::start(const SupernodeConfig& confi
   parts->data_port = parts->engine->ssl_port();
 
   ServiceConfig service_config{config.data_dir, config.listen_ip, *node_key, *ca_key, *ca_pem};
-  parts->service = std::make_unique<SupernodeService>(std::move(service_config), *parts->tracker,
-                                                      *parts->engine);
-  parts->service->resume();
-
-  mesh::MeshConfig mesh_config;
-  mesh_config.psk = crypto::noise_psk(*secret);
-  mesh_config.static_secret = crypto::x25519_secret_from_ed25519(*node_key);
-  mesh_config.static_public = crypto::x25519_public_from_ed25519(node_key->public_key);
-  mesh_config.payload = *leaf;
+  parts->service = std::make_unique<SupernodeService>(std::move(service_config), *parts->log,
+                                                      *parts->tracker, *parts->engine);
   // Any PSK holder completes the handshake: Enroll is how a node gets (or renews, once its
   // leaf has expired) its certificate, so it must stay open to callers without a valid one.
   // Every other method checks the caller's certificate, its key and its role per request in
@@ -107,10 +127,11 @@ Result<std::unique_ptr<Supernode>> Supernode::start(const SupernodeConfig& confi
       std::move(listener).value(),
       [service](const mesh::RemotePeer& from, const std::string& method,
                 const nlohmann::json& params) { return service->handle(from, method, params); });
+  parts->service->resume();
   auto node = std::unique_ptr<Supernode>(new Supernode(std::move(parts)));
-  std::fprintf(stderr, "supernode: node %s listening on %s mesh %u data %u\n",
-               node->node_id().get().c_str(), config.listen_ip.c_str(), node->mesh_port(),
-               node->data_port());
+  std::fprintf(stderr, "supernode: node %s (member %llu) listening on %s mesh %u data %u\n",
+               node->node_id().get().c_str(), static_cast<unsigned long long>(config.id.get()),
+               config.listen_ip.c_str(), node->mesh_port(), node->data_port());
   return node;
 }
 

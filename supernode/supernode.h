@@ -1,14 +1,18 @@
-// A supernode process (ARCHITECTURE §1, §5): single member for now. Owns the tracker (SQLite
-// under data_dir), the torrent engine that seeds fetched content, the RPC service and the mesh
-// listener. No SQLite, libtorrent or Asio type appears here.
+// A supernode process (ARCHITECTURE §1, §5): one member of a Raft cluster (a cluster of one
+// when no members are given). Owns the tracker (SQLite under data_dir), the replicated log
+// (Raft, SQLite under data_dir), the torrent engine that seeds fetched content, the RPC service
+// and the mesh listener. No SQLite, libtorrent or Asio type appears here.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/ids.h"
 #include "common/result.h"
+#include "supernode/members.h"
 
 namespace starling::supernode {
 
@@ -18,12 +22,19 @@ struct SupernodeConfig {
   std::string listen_ip = "127.0.0.1";
   uint16_t mesh_port = 8002;  // 0 = any free port
   uint16_t data_port = 0;     // libtorrent SSL port; 0 = any free port
+  // Raft: this member's id and the initial members (this one included, at listen_ip:mesh_port).
+  // Empty = a cluster of one with id 1.
+  raft::NodeId id{1};
+  std::vector<Member> members;
+  std::chrono::milliseconds raft_tick{100};
+  int election_tick = 10;
 };
 
 class Supernode {
  public:
   // Loads the network and node keys, issues itself a supernode certificate (12 h), opens the
-  // tracker, re-seeds ready tasks, starts the engine and the mesh RPC listener. Errors name
+  // tracker and the Raft log (refusing a corrupt log), joins the cluster, starts the engine
+  // and the mesh RPC listener, then re-seeds its ready tasks in the background. Errors name
   // the file or address that failed.
   static Result<std::unique_ptr<Supernode>> start(const SupernodeConfig& config);
   // Stops the listener and every session, aborts origin fetches and joins every thread.

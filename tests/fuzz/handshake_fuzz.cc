@@ -1,9 +1,12 @@
 // Noise handshake core reading arbitrary bytes where a peer's message is expected:
 // the responder reading message 1 (XXpsk3 and IKpsk2) and message 3 (XXpsk3), and the
-// initiator reading message 2 (both patterns). Keys are fixed so runs are reproducible.
+// initiator reading message 2 (both patterns); plus the mesh framing around them: the first
+// frame (pattern id, mac1, mac2) as the listener parses it, and the reply frame as the dialer
+// parses it. Keys are fixed so runs are reproducible.
 #include <cstddef>
 #include <cstdint>
 
+#include "mesh/admission.h"
 #include "mesh/noise.h"
 
 namespace {
@@ -43,7 +46,7 @@ void read_then_probe(HandshakeState& hs, ByteView data) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
-  const uint8_t mode = data[0] % 5;
+  const uint8_t mode = data[0] % 7;
   ByteView in(data + 1, size - 1);
   const ByteView payload = in.first(in.size() < 8 ? in.size() : 8);
   switch (mode) {
@@ -76,6 +79,35 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       HandshakeState init(config(Pattern::kIKpsk2, Role::kInitiator));
       if (!init.write_message(payload).ok()) __builtin_trap();
       read_then_probe(init, in);
+      break;
+    }
+    case 5: {  // the listener's first frame: parse, check the MACs, hand the message to Noise
+      namespace adm = starling::mesh::admission;
+      auto f = adm::parse_first_frame(in);
+      if (!f.ok()) break;
+      adm::AdmissionKeys keys;
+      Key psk;
+      psk.fill(9);
+      adm::derive_keys(psk, keys);
+      (void)adm::mac1_valid(*f, keys);
+      adm::Cookie cookie{};
+      (void)adm::mac2_valid(*f, cookie);
+      if (f->noise_message.size() + adm::kFirstFrameOverhead != in.size()) __builtin_trap();
+      const Pattern p = f->pattern == adm::PatternId::kIKpsk2 ? Pattern::kIKpsk2 : Pattern::kXXpsk3;
+      HandshakeState resp(config(p, Role::kResponder));
+      read_then_probe(resp, f->noise_message);
+      break;
+    }
+    case 6: {  // the dialer's reply frame
+      namespace adm = starling::mesh::admission;
+      auto r = adm::parse_reply_frame(in);
+      if (!r.ok()) break;
+      if (r->body.size() + 1 != in.size()) __builtin_trap();
+      if (r->kind == adm::ReplyKind::kHandshake) {
+        HandshakeState init(config(Pattern::kXXpsk3, Role::kInitiator));
+        if (!init.write_message({}).ok()) __builtin_trap();
+        read_then_probe(init, r->body);
+      }
       break;
     }
   }

@@ -1,8 +1,9 @@
-// A small Starling installation for tests: one origin, one supernode and N peer daemons,
-// each a separate `starling` process on 127.0.0.x with free ports; torn down (SIGKILL) and
-// its directory removed when the Cluster is destroyed.
+// A small Starling installation for tests: one origin, one supernode (or a Raft cluster of
+// several) and N peer daemons, each a separate `starling` process on 127.0.0.x with free
+// ports; torn down (SIGKILL) and its directory removed when the Cluster is destroyed.
 #pragma once
 
+#include <csignal>
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -30,10 +31,11 @@ inline std::string sha256_of(const std::string& path) {
   return sum.ok() ? *sum : "unreadable: " + sum.error().message;
 }
 
-// One origin, one supernode and `n` peer daemons, each its own process, on 127.0.0.x.
+// One origin, `supernodes` supernodes (members 1..n of one Raft cluster, on 127.0.0.3+i) and
+// `peers` peer daemons (on 127.0.0.20+i, given every supernode), each its own process.
 class Cluster {
  public:
-  explicit Cluster(int peers) {
+  explicit Cluster(int peers, int supernodes = 1) {
     std::filesystem::create_directories(dir_ / "www");
     std::filesystem::create_directories(dir_ / "out");
     auto init = run_starling({"mesh", "init", dir_ / "net"}, dir_ / "init.log");
@@ -46,34 +48,113 @@ class Cluster {
         dir_ / "origin.log");
     EXPECT_TRUE(eventually([&] { return tcp_ready(kOriginIp, origin_port_); }, 10s));
 
-    mesh_port_ = free_port(kSupernodeIp);
-    supernode_ = std::make_unique<Process>(
-        std::vector<std::string>{"supernode", "--network", dir_ / "net", "--data",
-                                 dir_ / "supernode", "--listen", kSupernodeIp, "--port",
-                                 std::to_string(mesh_port_), "--data-port",
-                                 std::to_string(free_port(kSupernodeIp))},
-        dir_ / "supernode.log");
-    EXPECT_TRUE(eventually([&] { return tcp_ready(kSupernodeIp, mesh_port_); }, 20s))
-        << supernode_->output();
+    for (int i = 0; i < supernodes; ++i) {
+      const std::string ip = supernode_ip(i);
+      mesh_ports_.push_back(free_port(ip));
+      data_ports_.push_back(free_port(ip));
+      if (i > 0) members_ += ",";
+      members_ += std::to_string(i + 1) + "=" + ip + ":" + std::to_string(mesh_ports_.back());
+    }
+    supernodes_.resize(static_cast<size_t>(supernodes));
+    for (int i = 0; i < supernodes; ++i) start_supernode(i);
+    for (int i = 0; i < supernodes; ++i) {
+      EXPECT_TRUE(eventually(
+          [&] { return tcp_ready(supernode_ip(i), mesh_ports_[static_cast<size_t>(i)]); }, 20s))
+          << supernodes_[static_cast<size_t>(i)]->output();
+    }
 
-    for (int i = 0; i < peers; ++i) {
+    start_peers(peers, 0);
+  }
+
+  // Starts `n` peer daemons, each given every supernode, beginning with supernode `first`
+  // (the member a peer asks first registers its tasks and so becomes their seeder).
+  void start_peers(int n, int first) {
+    std::string order;
+    for (int k = 0; k < supernode_count(); ++k) {
+      if (k > 0) order += ",";
+      order += supernode_address((first + k) % supernode_count());
+    }
+    const int base = static_cast<int>(peers_.size());
+    for (int j = 0; j < n; ++j) {
+      const int i = base + j;
       const std::string ip = "127.0.0." + std::to_string(20 + i);
       const std::string name = "peer" + std::to_string(i);
       peers_.push_back(std::make_unique<Process>(
           std::vector<std::string>{"peer", "--network", dir_ / "net", "--data", dir_ / name,
-                                   "--supernode", supernode_address(), "--listen", ip,
-                                   "--data-port", std::to_string(free_port(ip)), "--socket",
-                                   socket(i)},
+                                   "--supernode", order, "--listen", ip, "--data-port",
+                                   std::to_string(free_port(ip)), "--socket", socket(i)},
           dir_ / (name + ".log")));
     }
-    for (int i = 0; i < peers; ++i) {
-      EXPECT_TRUE(eventually([&] { return std::filesystem::exists(socket(i)); }, 20s))
+    for (int i = base; i < base + n; ++i) {
+      EXPECT_TRUE(eventually([&] { return std::filesystem::exists(socket(i)); }, 60s))
           << peers_[static_cast<size_t>(i)]->output();
     }
   }
 
-  std::string supernode_address() const {
-    return std::string(kSupernodeIp) + ":" + std::to_string(mesh_port_);
+  // The first supernode's mesh address, and every supernode's, comma-separated.
+  std::string supernode_address(int i = 0) const {
+    return supernode_ip(i) + ":" + std::to_string(mesh_ports_[static_cast<size_t>(i)]);
+  }
+  std::string supernode_addresses() const {
+    std::string out;
+    for (size_t i = 0; i < mesh_ports_.size(); ++i) {
+      if (i > 0) out += ",";
+      out += supernode_address(static_cast<int>(i));
+    }
+    return out;
+  }
+  static std::string supernode_ip(int i) { return "127.0.0." + std::to_string(3 + i); }
+  int supernode_count() const { return static_cast<int>(supernodes_.size()); }
+
+  // Starts (or restarts, with the same id, ports and data directory) supernode i. Its log
+  // keeps growing across restarts.
+  void start_supernode(int i) {
+    const size_t k = static_cast<size_t>(i);
+    std::vector<std::string> args = {"supernode",
+                                     "--network",
+                                     dir_ / "net",
+                                     "--data",
+                                     dir_ / ("supernode" + (i ? std::to_string(i) : "")),
+                                     "--listen",
+                                     supernode_ip(i),
+                                     "--port",
+                                     std::to_string(mesh_ports_[k]),
+                                     "--data-port",
+                                     std::to_string(data_ports_[k])};
+    if (supernodes_.size() > 1) {
+      args.insert(args.end(), {"--id", std::to_string(i + 1), "--members", members_});
+    }
+    supernodes_[k].reset();
+    supernodes_[k] = std::make_unique<Process>(
+        args, dir_ / ("supernode" + (i ? std::to_string(i) : "") + ".log"));
+  }
+  // kill -9, and wait until it is gone.
+  void kill_supernode(int i) {
+    Process& p = *supernodes_[static_cast<size_t>(i)];
+    p.signal(SIGKILL);
+    p.wait(10s);
+  }
+
+  // `starling status --json` over every supernode; null when it failed.
+  nlohmann::json cluster_status() {
+    auto r = run_starling(
+        {"status", "--network", dir_ / "net", "--supernode", supernode_addresses(), "--json"},
+        dir_ / "status.log", 30s);
+    auto j = nlohmann::json::parse(r.output, nullptr, false);
+    return j.is_discarded() ? nlohmann::json() : j;
+  }
+  // The index (0-based) of the supernode that is leader according to a majority-backed view,
+  // or -1.
+  int leader() {
+    auto s = cluster_status();
+    if (!s.is_object()) return -1;
+    for (const auto& m : s.value("members", nlohmann::json::array())) {
+      if (!m.contains("raft")) continue;
+      if (m["raft"].value("state", "") == "leader") {
+        return static_cast<int>(m["raft"].value("id", uint64_t{0})) - 1;
+      }
+    }
+    return -1;
   }
   std::string socket(int i) const { return dir_ / ("peer" + std::to_string(i) + ".sock"); }
   std::string url(const std::string& file) const {
@@ -83,7 +164,7 @@ class Cluster {
   std::string www(const std::string& file) const { return dir_ / ("www/" + file); }
   std::string out(const std::string& file) const { return dir_ / ("out/" + file); }
   const TempDir& dir() const { return dir_; }
-  Process& supernode() { return *supernode_; }
+  Process& supernode(int i = 0) { return *supernodes_[static_cast<size_t>(i)]; }
 
   // The origin's own counters (GET /_stats): "requests" and "bytes_sent".
   int64_t origin_stat(const std::string& field) const {
@@ -109,14 +190,15 @@ class Cluster {
   }
 
   static constexpr char kOriginIp[] = "127.0.0.2";
-  static constexpr char kSupernodeIp[] = "127.0.0.3";
 
  private:
   TempDir dir_;
   uint16_t origin_port_ = 0;
-  uint16_t mesh_port_ = 0;
+  std::vector<uint16_t> mesh_ports_;
+  std::vector<uint16_t> data_ports_;
+  std::string members_;
   std::unique_ptr<Process> origin_;
-  std::unique_ptr<Process> supernode_;
+  std::vector<std::unique_ptr<Process>> supernodes_;
   std::vector<std::unique_ptr<Process>> peers_;
   std::vector<std::unique_ptr<Process>> gets_;
 };

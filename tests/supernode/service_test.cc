@@ -523,5 +523,187 @@ TEST_F(SupernodeServiceTest, AnnounceUsesTheCertificatesNodeId) {
   EXPECT_EQ((*pa)["peers"][0]["node_id"], node_->node_id().get());
 }
 
+// Issue 5 item 1: each issuance is a replicated entry; a revocation takes effect for every
+// new RPC at once, open sessions included, and the node can never enrol again.
+TEST_F(SupernodeServiceTest, ARevokedPeerIsRefusedAtOnceAndCannotEnrolAgain) {
+  auto key = crypto::generate_ed25519();
+  const std::string node = crypto::node_id_of(key.public_key).get();
+  const json enroll = {{"public_key", to_hex(key.public_key.data(), 32)}, {"role", "peer"}};
+  Client bare = connect_with(key, "");
+  ASSERT_TRUE(bare.rpc);
+  auto enrolled = call(bare, "Enroll", enroll);
+  ASSERT_TRUE(enrolled.ok()) << enrolled.error().message;
+  const std::string cert = (*enrolled)["cert_pem"];
+  Client peer = connect_with(key, cert);
+  ASSERT_TRUE(peer.rpc);
+  const json get = {{"task_id", std::string(64, 'a')}};
+  auto before = call(peer, "GetTask", get);
+  ASSERT_FALSE(before.ok());
+  EXPECT_EQ(before.error().code, "task.unknown");  // authenticated; the task does not exist
+
+  // The issuance is on record, with the leaf's role and validity.
+  Client admin = connect(crypto::Role::kAdmin);
+  ASSERT_TRUE(admin.rpc);
+  auto list = call(admin, "Certificates", json::object());
+  ASSERT_TRUE(list.ok()) << list.error().message;
+  ASSERT_EQ((*list)["certificates"].size(), 1u) << list->dump();
+  json rec = (*list)["certificates"][0];
+  EXPECT_EQ(rec["node_id"], node);
+  EXPECT_EQ(rec["role"], "peer");
+  EXPECT_EQ(rec["revoked"], false);
+  auto info = crypto::verify_leaf(ca_pem_, cert, unix_now());
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(rec["not_before"], info->not_before);
+  EXPECT_EQ(rec["not_after"], info->not_after);
+
+  // A peer may neither revoke nor list.
+  Client other = connect(crypto::Role::kPeer);
+  ASSERT_TRUE(other.rpc);
+  for (const auto& [method, params] :
+       {std::pair<std::string, json>{"Revoke", {{"node_id", node}, {"reason", "spite"}}},
+        std::pair<std::string, json>{"Revoke",
+                                     {{"node_id", node_->node_id().get()}, {"reason", "coup"}}},
+        std::pair<std::string, json>{"Certificates", json::object()}}) {
+    auto r = call(other, method, params);
+    ASSERT_FALSE(r.ok()) << method;
+    EXPECT_EQ(r.error().code, "rpc.forbidden") << r.error().message;
+  }
+  ASSERT_EQ(call(peer, "GetTask", get).error().code, "task.unknown");  // still in
+
+  const int64_t t0 = unix_now();
+  auto revoked = call(admin, "Revoke", {{"node_id", node}, {"reason", "lost laptop"}});
+  ASSERT_TRUE(revoked.ok()) << revoked.error().message;
+  const int64_t revoked_at = (*revoked)["revoked_at"];
+  EXPECT_GE(revoked_at, t0);
+  EXPECT_LE(revoked_at, unix_now());
+  EXPECT_FALSE(revoked->contains("already_revoked"));
+
+  // The open session: its next call is refused, saying why.
+  auto after = call(peer, "GetTask", get);
+  ASSERT_FALSE(after.ok());
+  EXPECT_EQ(after.error().code, "rpc.unauthenticated");
+  EXPECT_NE(after.error().message.find("node revoked: lost laptop"), std::string::npos)
+      << after.error().message;
+  EXPECT_NE(after.error().message.find(node), std::string::npos) << after.error().message;
+  for (const char* method : {"RegisterTask", "Announce"}) {
+    auto r = call(peer, method, json::object());
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().code, "rpc.unauthenticated") << method;
+  }
+  // A new session with the still unexpired certificate: refused too.
+  Client fresh = connect_with(key, cert);
+  ASSERT_TRUE(fresh.rpc);
+  auto again = call(fresh, "RegisterTask", {{"url", url("blob.bin")}});
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.error().code, "rpc.unauthenticated");
+  EXPECT_EQ(origin_->stats().requests, 0);
+  // No new certificate, on the old bare session or a new one.
+  for (Client* c : {&bare, &fresh}) {
+    auto re = call(*c, "Enroll", enroll);
+    ASSERT_FALSE(re.ok());
+    EXPECT_EQ(re.error().code, "enroll.revoked");
+    EXPECT_EQ(re.error().message, "node " + node + " was revoked: lost laptop");
+  }
+
+  // The record says so; a second revocation keeps the first.
+  list = call(admin, "Certificates", {{"stale", true}});
+  ASSERT_TRUE(list.ok());
+  rec = (*list)["certificates"][0];
+  EXPECT_EQ(rec["revoked"], true);
+  EXPECT_EQ(rec["reason"], "lost laptop");
+  EXPECT_EQ(rec["revoked_at"], revoked_at);
+  EXPECT_EQ(rec["role"], "peer");
+  auto twice = call(admin, "Revoke", {{"node_id", node}, {"reason", "again"}});
+  ASSERT_TRUE(twice.ok()) << twice.error().message;
+  EXPECT_EQ((*twice)["revoked_at"], revoked_at);
+  EXPECT_EQ((*twice)["already_revoked"], true);
+
+  // Still refused after a restart (the revocation is replicated state on disk).
+  bare.rpc.reset();
+  peer.rpc.reset();
+  fresh.rpc.reset();
+  other.rpc.reset();
+  admin.rpc.reset();
+  node_.reset();
+  start_supernode();
+  Client restarted = connect_with(key, cert);
+  ASSERT_TRUE(restarted.rpc);
+  auto later = call(restarted, "GetTask", get);
+  ASSERT_FALSE(later.ok());
+  EXPECT_EQ(later.error().code, "rpc.unauthenticated");
+  EXPECT_NE(later.error().message.find("revoked"), std::string::npos) << later.error().message;
+}
+
+TEST_F(SupernodeServiceTest, RevokeChecksItsParametersAndAdminsMayRevokeSupernodes) {
+  Client admin = connect(crypto::Role::kAdmin);
+  ASSERT_TRUE(admin.rpc);
+  const std::string someone(64, 'b');
+  for (const json& params :
+       {json::object(), json{{"node_id", std::string(64, 'B')}}, json{{"node_id", "abc"}},
+        json{{"node_id", 5}}, json{{"node_id", someone}, {"reason", 7}},
+        json{{"node_id", someone}, {"reason", std::string(257, 'r')}},
+        json{{"node_id", someone}, {"reason", "two\nlines"}}}) {
+    auto r = call(admin, "Revoke", params);
+    ASSERT_FALSE(r.ok()) << params.dump();
+    EXPECT_EQ(r.error().code, "rpc.bad_message") << params.dump();
+  }
+  auto list = call(admin, "Certificates", json::object());
+  ASSERT_TRUE(list.ok());
+  EXPECT_TRUE((*list)["certificates"].empty()) << list->dump();
+
+  // Another supernode's certificate (signed with ca.key outside the cluster, so never
+  // recorded) can be revoked by an admin; a supernode may revoke too. No reason is fine.
+  Client super = connect(crypto::Role::kSupernode);
+  ASSERT_TRUE(super.rpc);
+  ASSERT_TRUE(call(super, "Status", json::object()).ok());
+  const std::string super_node = crypto::node_id_of(super.key.public_key).get();
+  auto r = call(admin, "Revoke", {{"node_id", super_node}});
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  auto refused = call(super, "Status", json::object());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code, "rpc.unauthenticated");
+  EXPECT_NE(refused.error().message.find("(node revoked)"), std::string::npos)
+      << refused.error().message;
+  Client super2 = connect(crypto::Role::kSupernode);
+  ASSERT_TRUE(super2.rpc);
+  ASSERT_TRUE(call(super2, "Revoke", {{"node_id", someone}, {"reason", "by a member"}}).ok());
+  list = call(admin, "Certificates", json::object());
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ((*list)["certificates"].size(), 2u) << list->dump();
+  for (const json& c : (*list)["certificates"]) {
+    EXPECT_EQ(c["revoked"], true);
+    EXPECT_FALSE(c.contains("role")) << c.dump();  // no issuance on record
+  }
+}
+
+TEST_F(SupernodeServiceTest, RevokedNodesLeavePeerLists) {
+  Client a = connect();
+  Client b = connect();
+  Client admin = connect(crypto::Role::kAdmin);
+  ASSERT_TRUE(a.rpc && b.rpc && admin.rpc);
+  auto r = call(a, "RegisterTask", {{"url", url("blob.bin")}});
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  const std::string id = (*r)["task_id"];
+  ASSERT_EQ(wait_settled(a, id)["state"], "ready");
+  const std::string na = crypto::node_id_of(a.key.public_key).get();
+  const std::string nb = crypto::node_id_of(b.key.public_key).get();
+  json ann = {{"task_id", id},      {"node_id", na},   {"ip", "127.0.0.1"},
+              {"port", 40001},      {"done_bytes", 0}, {"total_bytes", blob_.size()},
+              {"uploaded_bytes", 0}};
+  ASSERT_TRUE(call(a, "Announce", ann).ok());
+  ann["node_id"] = nb;
+  ann["port"] = 40002;
+  auto seen = call(b, "Announce", ann);
+  ASSERT_TRUE(seen.ok());
+  ASSERT_EQ((*seen)["peers"].size(), 2u) << seen->dump();
+  EXPECT_EQ((*seen)["peers"][1]["node_id"], na);
+
+  ASSERT_TRUE(call(admin, "Revoke", {{"node_id", na}, {"reason", "r"}}).ok());
+  auto unseen = call(b, "Announce", ann);
+  ASSERT_TRUE(unseen.ok());
+  ASSERT_EQ((*unseen)["peers"].size(), 1u) << unseen->dump();
+  EXPECT_EQ((*unseen)["peers"][0]["seed"], true);
+}
+
 }  // namespace
 }  // namespace starling::supernode

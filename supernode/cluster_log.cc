@@ -1,0 +1,321 @@
+#include "supernode/cluster_log.h"
+
+#include <sodium.h>
+
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "common/hex.h"
+#include "crypto/base64.h"
+#include "mesh/rpc.h"
+#include "supernode/raft/codec.h"
+#include "supernode/raft/driver.h"
+#include "supernode/raft_transport.h"
+
+namespace starling::supernode {
+
+namespace {
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+// How long the leader waits for a forwarded proposal or read before the follower retries.
+constexpr auto kForwardedWait = 5s;
+
+// Feeds committed entries to the tracker. Runs on the driver's strand.
+class TrackerApplication final : public raft::Application {
+ public:
+  explicit TrackerApplication(tracker::TrackerStateMachine& tracker) : tracker_(tracker) {}
+
+  Result<std::string> apply(raft::LogIndex index, const std::string& data) override {
+    auto proposal = tracker::decode_proposal(data);
+    if (!proposal.ok()) {
+      // Only supernodes propose, so this is a bug or a newer version; every replica rejects
+      // it the same way and the log moves on.
+      std::fprintf(stderr, "supernode: raft entry %llu is not a tracker proposal: %s\n",
+                   static_cast<unsigned long long>(index.get()), proposal.error().message.c_str());
+      return proposal.error();
+    }
+    auto result = tracker_.apply(tracker::LogIndex{index.get()}, *proposal);
+    if (!result.ok() && result.error().code == tracker::kErrStorage) {
+      return make_error(raft::kErrApplyFailed, result.error().message);
+    }
+    return result;
+  }
+  raft::LogIndex applied_index() const override {
+    return raft::LogIndex{tracker_.applied_index().get()};
+  }
+  Result<std::string> snapshot() override { return tracker_.snapshot(); }
+  Status restore(raft::LogIndex index, const std::string& data) override {
+    return tracker_.restore(tracker::LogIndex{index.get()}, data);
+  }
+
+ private:
+  tracker::TrackerStateMachine& tracker_;
+};
+
+bool is_transport_error(const Error& e) { return e.code.rfind("mesh.", 0) == 0; }
+
+// Errors after which the same proposal or read may be tried again (on the new leader).
+bool retryable(const Error& e) {
+  return is_transport_error(e) || e.code == raft::kErrNotLeader ||
+         e.code == raft::kErrProposalLost || e.code == raft::kErrProposalDropped ||
+         e.code == raft::kErrNotReady || e.code == raft::kErrTimeout ||
+         e.code == raft::kErrStopped || e.code == kErrUnavailable;
+}
+
+std::string random_client_id() {
+  uint8_t bytes[16];
+  randombytes_buf(bytes, sizeof bytes);
+  return to_hex(bytes, sizeof bytes);
+}
+
+const char* role_label(raft::Role role) {
+  switch (role) {
+    case raft::Role::kFollower:
+      return "follower";
+    case raft::Role::kPreCandidate:
+      return "pre-candidate";
+    case raft::Role::kCandidate:
+      return "candidate";
+    case raft::Role::kLeader:
+      return "leader";
+  }
+  return "unknown";
+}
+
+}  // namespace
+
+// Sessions to other members for forwarded calls. A session carries one call at a time, so
+// idle sessions are pooled and concurrent forwards each get their own.
+class MemberSessions {
+ public:
+  explicit MemberSessions(mesh::MeshConfig mesh) : mesh_(std::move(mesh)) {}
+
+  Result<json> call(const Member& member, const std::string& method, const json& params,
+                    std::chrono::milliseconds timeout) {
+    std::unique_ptr<mesh::RpcClient> client;
+    {
+      std::lock_guard lock(mu_);
+      auto& idle = idle_[member.id.get()];
+      if (!idle.empty()) {
+        client = std::move(idle.back());
+        idle.pop_back();
+      }
+    }
+    if (!client) {
+      auto dialed = mesh::RpcClient::connect(member.host, member.port, mesh_, 1s);
+      if (!dialed.ok()) return dialed.error();
+      client = std::move(dialed).value();
+    }
+    auto result = client->call(method, params, timeout);
+    if (result.ok() || !is_transport_error(result.error())) {
+      std::lock_guard lock(mu_);
+      idle_[member.id.get()].push_back(std::move(client));
+    }
+    return result;
+  }
+
+ private:
+  const mesh::MeshConfig mesh_;
+  std::mutex mu_;
+  std::map<uint64_t, std::vector<std::unique_ptr<mesh::RpcClient>>> idle_;  // guarded by mu_
+};
+
+struct ClusterLog::Parts {
+  ClusterConfig config;
+  std::unique_ptr<TrackerApplication> app;
+  std::unique_ptr<MeshRaftTransport> transport;
+  std::unique_ptr<raft::Driver> driver;
+  std::unique_ptr<MemberSessions> sessions;
+  const std::string client_id = random_client_id();
+  std::atomic<uint64_t> next_seq{1};
+  std::atomic<bool> stopped{false};
+};
+
+ClusterLog::ClusterLog(std::unique_ptr<Parts> parts) : parts_(std::move(parts)) {}
+
+ClusterLog::~ClusterLog() { stop(); }
+
+void ClusterLog::stop() {
+  if (parts_->stopped.exchange(true)) return;
+  parts_->driver->stop();
+  parts_->transport->stop();
+}
+
+Result<std::unique_ptr<ClusterLog>> ClusterLog::start(ClusterConfig config,
+                                                      tracker::TrackerStateMachine& tracker) {
+  if (!find_member(config.members, config.id)) {
+    return make_error(kErrBadMembers,
+                      "--id " + std::to_string(config.id.get()) + " is not one of the --members");
+  }
+  auto parts = std::make_unique<Parts>();
+  parts->config = std::move(config);
+  const ClusterConfig& c = parts->config;
+  parts->app = std::make_unique<TrackerApplication>(tracker);
+  parts->transport = std::make_unique<MeshRaftTransport>(c.members, c.id, c.mesh);
+  parts->sessions = std::make_unique<MemberSessions>(c.mesh);
+
+  raft::DriverConfig dc;
+  dc.raft.id = c.id;
+  dc.raft.election_tick = c.election_tick;
+  dc.raft.heartbeat_tick = c.heartbeat_tick;
+  dc.raft.seed = std::random_device{}();
+  dc.storage_path = c.raft_path;
+  for (const auto& m : c.members) dc.bootstrap.voters.push_back(m.id);
+  dc.tick = c.tick;
+  auto driver = raft::Driver::start(std::move(dc), *parts->transport, *parts->app);
+  if (!driver.ok()) {
+    parts->transport->stop();
+    return driver.error();
+  }
+  parts->driver = std::move(driver).value();
+  parts->transport->set_driver(parts->driver.get());
+  return std::unique_ptr<ClusterLog>(new ClusterLog(std::move(parts)));
+}
+
+Result<std::string> ClusterLog::propose(const tracker::Command& command,
+                                        std::chrono::milliseconds timeout) {
+  const tracker::Proposal proposal{parts_->client_id, parts_->next_seq.fetch_add(1), command};
+  const std::string data = tracker::encode_proposal(proposal);
+  const auto deadline = Clock::now() + timeout;
+  auto pause = 20ms;
+  Error last = make_error(kErrUnavailable, "no leader elected yet");
+  while (!parts_->stopped) {
+    const raft::DriverInfo info = parts_->driver->info();
+    Result<std::string> result = last;
+    if (info.role == raft::Role::kLeader) {
+      result = parts_->driver->propose(data, kForwardedWait);
+    } else if (auto leader = find_member(parts_->config.members, info.lead)) {
+      auto answer = parts_->sessions->call(
+          *leader, "Propose", {{"proposal", crypto::base64_encode(data)}}, kForwardedWait + 1s);
+      if (answer.ok()) {
+        auto it = answer->find("result");
+        result = it != answer->end() && it->is_string()
+                     ? Result<std::string>(it->get<std::string>())
+                     : Result<std::string>(make_error(mesh::kErrBadMessage,
+                                                      "leader answered Propose without a result"));
+      } else {
+        result = answer.error();
+      }
+    }
+    if (result.ok() || !retryable(result.error())) return result;
+    last = result.error();
+    if (Clock::now() + pause >= deadline) break;
+    std::this_thread::sleep_for(pause);
+    pause = std::min<std::chrono::milliseconds>(pause * 2, 200ms);
+  }
+  if (parts_->stopped) return make_error(raft::kErrStopped, "the supernode is stopping");
+  return make_error(
+      kErrUnavailable,
+      "no quorum: the write was not committed within " + std::to_string(timeout.count()) +
+          " ms (writes need a majority of the supernodes; last error: " + last.message + ")");
+}
+
+Status ClusterLog::read_barrier(std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  auto pause = 20ms;
+  Error last = make_error(kErrUnavailable, "no leader elected yet");
+  while (!parts_->stopped) {
+    const raft::DriverInfo info = parts_->driver->info();
+    Status status = last;
+    if (info.role == raft::Role::kLeader) {
+      auto index = parts_->driver->read_index(kForwardedWait);
+      status = index.ok() ? Status() : Status(index.error());
+    } else if (auto leader = find_member(parts_->config.members, info.lead)) {
+      auto answer = parts_->sessions->call(*leader, "ReadIndex", json::object(), kForwardedWait);
+      if (answer.ok()) {
+        auto it = answer->find("index");
+        if (it != answer->end() && it->is_number_unsigned()) {
+          const auto remaining =
+              std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+          status = parts_->driver->wait_applied(raft::LogIndex{it->get<uint64_t>()},
+                                                std::max(remaining, 1ms));
+        } else {
+          status = make_error(mesh::kErrBadMessage, "leader answered ReadIndex without an index");
+        }
+      } else {
+        status = answer.error();
+      }
+    }
+    if (status.ok() || !retryable(status.error())) return status;
+    last = status.error();
+    if (Clock::now() + pause >= deadline) break;
+    std::this_thread::sleep_for(pause);
+    pause = std::min<std::chrono::milliseconds>(pause * 2, 200ms);
+  }
+  if (parts_->stopped) return make_error(raft::kErrStopped, "the supernode is stopping");
+  return make_error(kErrUnavailable,
+                    "no quorum: consistent reads need a majority of the supernodes (last error: " +
+                        last.message + "); stale reads are served by any member");
+}
+
+std::optional<Result<json>> ClusterLog::handle(const std::string& method, const json& params) {
+  if (method == "Raft") {
+    auto it = params.find("batch");
+    if (it == params.end() || !it->is_string()) {
+      return Result<json>(make_error(mesh::kErrBadMessage, "bad request: \"batch\" missing"));
+    }
+    auto bytes = crypto::base64_decode(it->get<std::string>());
+    if (!bytes) {
+      return Result<json>(make_error(mesh::kErrBadMessage, "bad request: batch is not base64"));
+    }
+    auto batch = raft::decode_messages(*bytes);
+    if (!batch.ok()) return Result<json>(batch.error());
+    parts_->driver->receive(std::move(batch).value());
+    return Result<json>(json::object());
+  }
+  if (method == "Propose") {
+    auto it = params.find("proposal");
+    if (it == params.end() || !it->is_string()) {
+      return Result<json>(make_error(mesh::kErrBadMessage, "bad request: \"proposal\" missing"));
+    }
+    auto bytes = crypto::base64_decode(it->get<std::string>());
+    if (!bytes || !tracker::decode_proposal(*bytes).ok()) {
+      return Result<json>(
+          make_error(mesh::kErrBadMessage, "bad request: \"proposal\" is not a tracker proposal"));
+    }
+    // Only the leader proposes; a member that lost leadership meanwhile answers not_leader
+    // and the forwarding member retries on the new one.
+    auto result = parts_->driver->propose(*bytes, kForwardedWait);
+    if (!result.ok()) return Result<json>(result.error());
+    return Result<json>(json{{"result", *result}});
+  }
+  if (method == "ReadIndex") {
+    auto index = parts_->driver->read_index(kForwardedWait);
+    if (!index.ok()) return Result<json>(index.error());
+    return Result<json>(json{{"index", index->get()}});
+  }
+  return std::nullopt;
+}
+
+json ClusterLog::status() const {
+  const raft::DriverInfo info = parts_->driver->info();
+  json members = json::array();
+  auto add = [&](raft::NodeId id, bool voter) {
+    auto m = find_member(parts_->config.members, id);
+    members.push_back(
+        {{"id", id.get()}, {"address", m ? m->address() : std::string("?")}, {"voter", voter}});
+  };
+  for (auto id : info.conf.voters) add(id, true);
+  for (auto id : info.conf.learners) add(id, false);
+  return json{{"id", info.id.get()},
+              {"state", role_label(info.role)},
+              {"lead", info.lead.get()},
+              {"term", info.term.get()},
+              {"commit", info.commit.get()},
+              {"applied", info.applied.get()},
+              {"last_index", info.last_index.get()},
+              {"snapshot_index", info.snapshot_index.get()},
+              {"members", std::move(members)}};
+}
+
+raft::NodeId ClusterLog::id() const { return parts_->config.id; }
+
+bool ClusterLog::is_leader() const { return parts_->driver->info().role == raft::Role::kLeader; }
+
+}  // namespace starling::supernode

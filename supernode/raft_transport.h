@@ -1,0 +1,63 @@
+// MeshRaftTransport: carries Raft messages between supernodes over mesh sessions (issue 3
+// item 3, ARCHITECTURE §5).
+//
+// One bounded queue and one sender thread per other member. A sender takes everything queued
+// for its member (up to kMaxBatchBytes), encodes it with raft::encode_messages and delivers it
+// as one "Raft" RPC on a mesh session made with this supernode's certificate; the answer only
+// says the batch was handed to the receiving driver. Nothing here blocks the driver: send()
+// queues and returns. A full queue drops the newest messages and an unreachable member loses
+// what was queued for it; Raft retransmits, and the driver hears of it through
+// report_unreachable (and report_snapshot for snapshots) so it falls back to probing.
+//
+// Threads: send() runs on the driver's strand; the senders are this object's own threads,
+// joined by stop(). The receiving side is SupernodeService's "Raft" method.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "mesh/session.h"
+#include "supernode/members.h"
+#include "supernode/raft/driver.h"
+
+namespace starling::supernode {
+
+class MeshRaftTransport final : public raft::Transport {
+ public:
+  static constexpr size_t kMaxQueuedMessages = 8192;
+  static constexpr size_t kMaxBatchBytes = 4 * 1024 * 1024;
+
+  // `members` may include `self` (skipped). `mesh` carries this supernode's certificate.
+  MeshRaftTransport(const std::vector<Member>& members, raft::NodeId self, mesh::MeshConfig mesh);
+  ~MeshRaftTransport() override;  // stop()
+  MeshRaftTransport(const MeshRaftTransport&) = delete;
+  MeshRaftTransport& operator=(const MeshRaftTransport&) = delete;
+
+  // Where delivery failures are reported. Set once, before the driver sends anything.
+  void set_driver(raft::Driver* driver) { driver_ = driver; }
+  void send(std::vector<raft::Message> batch) override;
+  // Joins every sender; queued messages are dropped. Idempotent.
+  void stop();
+
+ private:
+  struct Link {
+    Member member;
+    std::mutex mu;
+    std::condition_variable cv;
+    std::deque<raft::Message> queue;  // guarded by mu
+    std::thread thread;
+  };
+  void run(Link& link);
+
+  mesh::MeshConfig mesh_;
+  std::atomic<raft::Driver*> driver_{nullptr};
+  std::atomic<bool> stopping_{false};
+  std::vector<std::unique_ptr<Link>> links_;
+};
+
+}  // namespace starling::supernode
