@@ -3,8 +3,8 @@
 #include <filesystem>
 
 #include "crypto/keys.h"
+#include "crypto/mesh_auth.h"
 #include "crypto/x509.h"
-#include "peer/daemon.h"
 
 namespace starling::cli {
 
@@ -46,7 +46,7 @@ Result<mesh::MeshConfig> admin_mesh_config(const std::string& network_dir) {
   mesh.static_public = crypto::x25519_public_from_ed25519(key.public_key);
   mesh.payload = *leaf;
   // Like a peer, believe only a supernode certificate from this CA for the key it used.
-  mesh.verify_remote = peer::require_supernode(*ca_pem);
+  mesh.verify_remote = crypto::require_role(*ca_pem, crypto::Role::kSupernode);
   return mesh;
 }
 

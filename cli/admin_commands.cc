@@ -13,19 +13,13 @@
 
 #include "cli/admin.h"
 #include "cli/commands.h"
+#include "cli/report.h"
 
 namespace starling::cli {
 namespace {
 
 using json = nlohmann::json;
 using namespace std::chrono_literals;
-
-constexpr char kProgram[] = "starling";
-
-int fail(const std::string& command, const std::string& message) {
-  std::cerr << kProgram << " " << command << ": " << message << "\n";
-  return 1;
-}
 
 // "starling status needs DIR/ca.key to act as an admin"
 int fail_admin(const std::string& command, const Error& e) {
@@ -34,25 +28,6 @@ int fail_admin(const std::string& command, const Error& e) {
     return 1;
   }
   return fail(command, e.message);
-}
-
-int usage(const std::string& message) {
-  std::cerr << kProgram << ": " << message << " (see '" << kProgram << " --help')\n";
-  return 2;
-}
-
-Result<std::vector<HostPort>> parse_supernodes(const std::string& text) {
-  std::vector<HostPort> out;
-  size_t pos = 0;
-  while (pos <= text.size()) {
-    size_t comma = text.find(',', pos);
-    if (comma == std::string::npos) comma = text.size();
-    auto hp = parse_host_port(text.substr(pos, comma - pos));
-    if (!hp) return hp.error();
-    out.push_back(*hp);
-    pos = comma + 1;
-  }
-  return out;
 }
 
 // Errors after which another supernode may answer: it could not be reached, or it could not
@@ -129,7 +104,7 @@ int run_mesh_admin(const ParsedArgs& args) {
 
 int run_mesh_revoke(const ParsedArgs& args) {
   const std::string name = "mesh revoke";
-  auto supernodes = parse_supernodes(args.get("supernode", "127.0.0.1:8002"));
+  auto supernodes = parse_host_ports(args.get("supernode", "127.0.0.1:8002"));
   if (!supernodes) return usage(name + ": --supernode: " + supernodes.error().message);
   std::string node = args.positionals.at(0);
   std::transform(node.begin(), node.end(), node.begin(),
@@ -179,7 +154,7 @@ int run_mesh_revoke(const ParsedArgs& args) {
 
 int run_mesh_certificates(const ParsedArgs& args) {
   const std::string name = "mesh certificates";
-  auto supernodes = parse_supernodes(args.get("supernode", "127.0.0.1:8002"));
+  auto supernodes = parse_host_ports(args.get("supernode", "127.0.0.1:8002"));
   if (!supernodes) return usage(name + ": --supernode: " + supernodes.error().message);
   auto mesh = admin_mesh_config(args.get("network"));
   if (!mesh) return fail_admin(name, mesh.error());
@@ -212,7 +187,7 @@ int run_mesh_certificates(const ParsedArgs& args) {
 }
 
 int run_status(const ParsedArgs& args) {
-  auto given = parse_supernodes(args.get("supernode", "127.0.0.1:8002"));
+  auto given = parse_host_ports(args.get("supernode", "127.0.0.1:8002"));
   if (!given) return usage("status: --supernode: " + given.error().message);
   auto mesh = admin_mesh_config(args.get("network"));
   if (!mesh) return fail_admin("status", mesh.error());
@@ -323,7 +298,7 @@ int run_status(const ParsedArgs& args) {
 int run_kv(const ParsedArgs& args) {
   const std::string& name = args.command->name;  // "kv get", "kv put", ...
   const std::string verb = name.substr(3);
-  auto supernodes = parse_supernodes(args.get("supernode", "127.0.0.1:8002"));
+  auto supernodes = parse_host_ports(args.get("supernode", "127.0.0.1:8002"));
   if (!supernodes) return usage(name + ": --supernode: " + supernodes.error().message);
   const std::vector<std::string>& pos = args.positionals;
   json params;

@@ -191,4 +191,16 @@ Result<HostPort> parse_host_port(const std::string& text) {
   return HostPort{text.substr(0, colon), *port};
 }
 
+Result<std::vector<HostPort>> parse_host_ports(const std::string& text) {
+  std::vector<HostPort> out;
+  for (size_t begin = 0; begin <= text.size();) {
+    const size_t comma = std::min(text.find(',', begin), text.size());
+    auto hp = parse_host_port(text.substr(begin, comma - begin));
+    if (!hp) return hp.error();
+    out.push_back(std::move(hp).value());
+    begin = comma + 1;
+  }
+  return out;
+}
+
 }  // namespace starling::cli

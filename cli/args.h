@@ -70,5 +70,7 @@ struct HostPort {
   uint16_t port = 0;
 };
 Result<HostPort> parse_host_port(const std::string& text);
+// "HOST:PORT[,HOST:PORT...]" (the --supernode lists); the first bad item's error.
+Result<std::vector<HostPort>> parse_host_ports(const std::string& text);
 
 }  // namespace starling::cli

@@ -17,6 +17,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/get.h"
+#include "cli/report.h"
 #include "crypto/keys.h"
 #include "crypto/x509.h"
 #include "mesh/rpc.h"
@@ -29,13 +30,6 @@ namespace {
 
 using json = nlohmann::json;
 using namespace std::chrono_literals;
-
-constexpr char kProgram[] = "starling";
-
-int fail(const std::string& command, const std::string& message) {
-  std::cerr << kProgram << " " << command << ": " << message << "\n";
-  return 1;
-}
 
 // Blocks SIGINT/SIGTERM in every thread started after this call, so that only
 // wait_for_stop_signal() sees them.
@@ -58,11 +52,6 @@ Result<uint16_t> port_flag(const ParsedArgs& args, const std::string& name, uint
   auto port = parse_port(args.get(name), true);
   if (!port) return make_error(kErrUsage, "--" + name + ": " + port.error().message);
   return *port;
-}
-
-int usage(const std::string& message) {
-  std::cerr << kProgram << ": " << message << " (see '" << kProgram << " --help')\n";
-  return 2;
 }
 
 int run_supernode(const ParsedArgs& args) {
@@ -105,14 +94,9 @@ int run_peer(const ParsedArgs& args) {
   auto data_port = port_flag(args, "data-port", kDefaultPeerDataPort);
   if (!data_port) return usage("peer: " + data_port.error().message);
   peer::PeerConfig config;
-  const std::string supernodes = args.get("supernode");  // "A:P,B:P,C:P"
-  for (size_t begin = 0; begin <= supernodes.size();) {
-    const size_t comma = std::min(supernodes.find(',', begin), supernodes.size());
-    auto supernode = parse_host_port(supernodes.substr(begin, comma - begin));
-    if (!supernode) return usage("peer: --supernode: " + supernode.error().message);
-    config.supernodes.push_back({supernode->host, supernode->port});
-    begin = comma + 1;
-  }
+  auto supernodes = parse_host_ports(args.get("supernode"));  // "A:P,B:P,C:P"
+  if (!supernodes) return usage("peer: --supernode: " + supernodes.error().message);
+  for (const auto& s : *supernodes) config.supernodes.push_back({s.host, s.port});
   config.network_dir = args.get("network");
   config.data_dir = args.get("data");
   config.listen_ip = args.get("listen", "127.0.0.1");

@@ -1,6 +1,5 @@
 #include "peer/daemon.h"
 
-#include <sodium.h>
 #include <sys/stat.h>
 
 #include <atomic>
@@ -17,8 +16,10 @@
 #include <vector>
 
 #include "common/task_id.h"
+#include "crypto/base64.h"
 #include "crypto/hash.h"
 #include "crypto/keys.h"
+#include "crypto/mesh_auth.h"
 #include "crypto/x509.h"
 #include "peer/api/local_api.h"
 #include "peer/engine/torrent_engine.h"
@@ -44,17 +45,6 @@ int64_t unix_now() {
 }
 
 json error_json(const Error& e) { return {{"code", e.code}, {"message", e.message}}; }
-
-Result<std::string> base64_decode(const std::string& text) {
-  std::string out(text.size(), '\0');
-  size_t len = 0;
-  if (sodium_base642bin(reinterpret_cast<unsigned char*>(out.data()), out.size(), text.data(),
-                        text.size(), nullptr, &len, nullptr, sodium_base64_VARIANT_ORIGINAL) != 0) {
-    return make_error(kErrTask, "supernode sent metainfo that is not base64");
-  }
-  out.resize(len);
-  return out;
-}
 
 // What the local API reports for a task. States: registering → fetching (the supernode is
 // fetching from the origin) → downloading → verifying → done, or failed.
@@ -145,7 +135,7 @@ class Daemon final : public PeerDaemon {
     mesh.static_public = crypto::x25519_public_from_ed25519(key_.public_key);
     // Each supernode must prove it is one: a supernode certificate from the network CA whose
     // key is the one it did the handshake with.
-    mesh.verify_remote = require_supernode(ca_pem_);
+    mesh.verify_remote = crypto::require_role(ca_pem_, crypto::Role::kSupernode);
     pool_ = std::make_unique<SupernodePool>(config_.supernodes, std::move(mesh),
                                             config_.supernode_options);
 
@@ -317,8 +307,10 @@ class Daemon final : public PeerDaemon {
     }
 
     // 2. Download the torrent the supernode published.
-    auto metainfo = base64_decode(info.value("metainfo", ""));
-    if (!metainfo) return fail(task, metainfo.error());
+    auto metainfo = crypto::base64_decode(info.value("metainfo", ""));
+    if (!metainfo) {
+      return fail(task, make_error(kErrTask, "supernode sent metainfo that is not base64"));
+    }
     auto size = check_metainfo(*metainfo);
     if (!size) return fail(task, size.error());
     const std::string dir = config_.data_dir + "/tasks/" + id;
@@ -435,21 +427,6 @@ class Daemon final : public PeerDaemon {
 };
 
 }  // namespace
-
-std::function<Status(const mesh::RemotePeer&)> require_supernode(std::string ca_pem) {
-  return [ca_pem = std::move(ca_pem)](const mesh::RemotePeer& remote) -> Status {
-    auto info =
-        crypto::verify_session_certificate(ca_pem, remote.payload, remote.static_key, unix_now());
-    if (info && info->role != crypto::Role::kSupernode) {
-      info = make_error(crypto::kErrCertificate, "its certificate is not a supernode's");
-    }
-    if (!info) {
-      return make_error(mesh::kErrPeerRejected,
-                        "supernode at " + remote.address + ": " + info.error().message);
-    }
-    return {};
-  };
-}
 
 Result<std::unique_ptr<PeerDaemon>> PeerDaemon::start(const PeerConfig& config) {
   auto daemon = std::make_unique<Daemon>(config);

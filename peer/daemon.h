@@ -36,11 +36,6 @@ struct PeerConfig {
   std::string socket_path;
 };
 
-// A MeshConfig::verify_remote check for anyone dialing a supernode (the peer daemon, `starling
-// status`): the remote must present a supernode certificate from the network CA for the key
-// its session was made with.
-std::function<Status(const mesh::RemotePeer&)> require_supernode(std::string ca_pem);
-
 class PeerDaemon {
  public:
   // Enrols with the first member that answers, trying each once. Fails with the mesh's error

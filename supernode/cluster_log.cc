@@ -74,20 +74,6 @@ std::string random_client_id() {
   return to_hex(bytes, sizeof bytes);
 }
 
-const char* role_label(raft::Role role) {
-  switch (role) {
-    case raft::Role::kFollower:
-      return "follower";
-    case raft::Role::kPreCandidate:
-      return "pre-candidate";
-    case raft::Role::kCandidate:
-      return "candidate";
-    case raft::Role::kLeader:
-      return "leader";
-  }
-  return "unknown";
-}
-
 }  // namespace
 
 // Sessions to other members for forwarded calls. A session carries one call at a time, so
@@ -304,7 +290,7 @@ json ClusterLog::status() const {
   for (auto id : info.conf.voters) add(id, true);
   for (auto id : info.conf.learners) add(id, false);
   return json{{"id", info.id.get()},
-              {"state", role_label(info.role)},
+              {"state", raft::role_name(info.role)},
               {"lead", info.lead.get()},
               {"term", info.term.get()},
               {"commit", info.commit.get()},
@@ -313,9 +299,5 @@ json ClusterLog::status() const {
               {"snapshot_index", info.snapshot_index.get()},
               {"members", std::move(members)}};
 }
-
-raft::NodeId ClusterLog::id() const { return parts_->config.id; }
-
-bool ClusterLog::is_leader() const { return parts_->driver->info().role == raft::Role::kLeader; }
 
 }  // namespace starling::supernode

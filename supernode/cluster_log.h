@@ -75,8 +75,6 @@ class ClusterLog {
   // {"id", "state", "lead", "term", "commit", "applied", "snapshot_index", "last_index",
   //  "members": [{"id", "address", "voter"}]}
   nlohmann::json status() const;
-  raft::NodeId id() const;
-  bool is_leader() const;
 
  private:
   struct Parts;

@@ -154,6 +154,12 @@ class SupernodeService {
   std::mutex swarm_mu_;
   SwarmRegistry swarm_;  // guarded by swarm_mu_
 
+  // Certificates that passed crypto::verify_session_certificate, by payload + session key
+  // (see authenticate()). Cleared when it reaches kMaxVerifiedCertificates.
+  static constexpr size_t kMaxVerifiedCertificates = 4096;
+  mutable std::mutex verified_mu_;
+  mutable std::unordered_map<std::string, crypto::CertInfo> verified_;  // guarded by verified_mu_
+
   mutable std::mutex origin_mu_;
   std::unordered_map<TaskId, int64_t> origin_bytes_;  // guarded by origin_mu_
 
