@@ -46,6 +46,36 @@ class TrackerApplication final : public raft::Application {
     }
     return result;
   }
+  // A Ready's committed entries in one tracker transaction (one sync, not one per entry).
+  Result<std::vector<Result<std::string>>> apply_batch(
+      const std::vector<const raft::Entry*>& entries) override {
+    std::vector<Result<tracker::Proposal>> proposals;
+    proposals.reserve(entries.size());
+    std::vector<tracker::TrackerStateMachine::BatchEntry> batch;
+    for (const raft::Entry* e : entries) {
+      proposals.push_back(tracker::decode_proposal(e->data));
+      if (!proposals.back().ok()) {
+        std::fprintf(stderr, "supernode: raft entry %llu is not a tracker proposal: %s\n",
+                     static_cast<unsigned long long>(e->index.get()),
+                     proposals.back().error().message.c_str());
+        continue;
+      }
+      batch.push_back({tracker::LogIndex{e->index.get()}, &*proposals.back()});
+    }
+    auto applied = tracker_.apply_batch(batch);
+    if (!applied.ok()) return make_error(raft::kErrApplyFailed, applied.error().message);
+    std::vector<Result<std::string>> out;
+    out.reserve(entries.size());
+    size_t next = 0;
+    for (auto& p : proposals) {
+      if (!p.ok()) {
+        out.push_back(p.error());
+      } else {
+        out.push_back(std::move((*applied)[next++]));
+      }
+    }
+    return out;
+  }
   raft::LogIndex applied_index() const override {
     return raft::LogIndex{tracker_.applied_index().get()};
   }

@@ -466,21 +466,31 @@ void Driver::handle(Request& r) {
 
 bool Driver::handle_ready() {
   Ready rd = node_->ready();
-  // 1. Persist; nothing of this Ready leaves or is applied before it committed.
-  if (rd.must_sync()) {
-    if (Status s = storage_->persist(rd); !s.ok()) {
-      set_fatal(make_error(s.error().code, "persisting a Ready: " + s.error().message));
-      return false;
-    }
-    ++persists_;
-  }
-  // 2. Send, one batch per destination (in the order the core produced them).
-  if (!rd.messages.empty()) {
+  auto send_all = [&] {
+    if (rd.messages.empty()) return;
     std::map<NodeId, std::vector<Message>> by_to;
     for (Message& m : rd.messages) by_to[m.to].push_back(std::move(m));
     rd.messages.clear();
     for (auto& [to, batch] : by_to) transport_.send(std::move(batch));
+  };
+  // A leader's messages (kApp, heartbeats, kSnap, kTimeoutNow, rejections) acknowledge nothing
+  // of this Ready: its own copy of the entries counts toward the quorum only after advance(),
+  // i.e. after they are durable (RawNode::advance). So it sends them first and the followers
+  // write in parallel with its fsync (Raft thesis §10.2.1). Not when this Ready changes the
+  // term or the vote (a single-voter cluster electing itself): those go out only once durable.
+  if (node_->role() == Role::kLeader && !rd.hard_state_sync && !rd.snapshot) send_all();
+  // 1. Persist; no acknowledgement, vote or follower answer of this Ready leaves, and nothing is
+  // applied, before it committed. A hard state whose only change is the commit index is
+  // written without an fsync (Ready::must_sync()).
+  if (rd.must_sync() || rd.hard_state) {
+    if (Status s = storage_->persist(rd); !s.ok()) {
+      set_fatal(make_error(s.error().code, "persisting a Ready: " + s.error().message));
+      return false;
+    }
+    if (rd.must_sync()) ++persists_;
   }
+  // 2. Send, one batch per destination (in the order the core produced them).
+  send_all();
   // 3. Apply.
   if (rd.snapshot) {
     const Snapshot& s = *rd.snapshot;
@@ -496,9 +506,7 @@ bool Driver::handle_ready() {
         s.meta.index, "outcome unknown: the log up to it was replaced by a leader's snapshot");
     applied_ = std::max(applied_, s.meta.index);
   }
-  for (const Entry& e : rd.committed_entries) {
-    if (!apply_entry(e)) return false;
-  }
+  if (!apply_committed(rd.committed_entries)) return false;
   for (const ReadState& rs : rd.read_states) {
     for (auto& r : reads_) {
       if (r->context == rs.context) r->index = rs.index;
@@ -514,7 +522,7 @@ bool Driver::handle_ready() {
   return maybe_compact();
 }
 
-bool Driver::apply_entry(const Entry& e) {
+std::unique_ptr<Driver::Proposal> Driver::take_proposal(const Entry& e) {
   std::unique_ptr<Proposal> p;  // the local proposal of exactly this entry, if any
   auto [first, last] = proposals_.equal_range(e.index);
   for (auto it = first; it != last; ++it) {
@@ -528,38 +536,86 @@ bool Driver::apply_entry(const Entry& e) {
     }
   }
   proposals_.erase(first, last);
-  if (e.type == EntryType::kConfChange) {
-    // Entries up to conf_index() are already in the stored membership (a restart replays them).
-    if (e.index > storage_->conf_index()) {
-      auto cc = decode_conf_change(e.data);
-      if (!cc) {
-        set_fatal(make_error(kErrCorruptLog, "committed membership change at index " +
-                                                 std::to_string(e.index.get()) +
-                                                 " does not decode"));
-        return false;
-      }
-      ConfState conf = node_->apply_conf_change(*cc);
-      if (Status s = storage_->set_conf_state(e.index, conf); !s.ok()) {
-        set_fatal(make_error(s.error().code, "recording the membership at index " +
-                                                 std::to_string(e.index.get()) + ": " +
-                                                 s.error().message));
-        return false;
-      }
+  return p;
+}
+
+// Runs of normal entries go to the application in one apply_batch() (one transaction for a
+// durable application: one sync for the whole Ready instead of one per entry); a membership
+// change ends a run.
+bool Driver::apply_committed(const std::vector<Entry>& entries) {
+  size_t k = 0;
+  while (k < entries.size()) {
+    if (entries[k].type == EntryType::kConfChange) {
+      if (!apply_conf_entry(entries[k])) return false;
+      ++k;
+      continue;
     }
-    if (p && p->conf_w) answered_.push_back([w = p->conf_w] { w->complete(Status{}); });
-  } else if (!e.data.empty() && e.index > app_.applied_index()) {
-    Result<std::string> r = app_.apply(e.index, e.data);
-    if (!r.ok() && r.error().code == kErrApplyFailed) {
-      set_fatal(make_error(kErrApplyFailed, "applying index " + std::to_string(e.index.get()) +
-                                                ": " + r.error().message));
-      if (p) p->fail(make_error(kErrStopped, "raft: driver stopped: " + r.error().message));
+    size_t end = k;
+    std::vector<const Entry*> batch;
+    const LogIndex app_applied = app_.applied_index();
+    for (; end < entries.size() && entries[end].type != EntryType::kConfChange; ++end) {
+      const Entry& e = entries[end];
+      if (!e.data.empty() && e.index > app_applied) batch.push_back(&e);
+    }
+    std::vector<Result<std::string>> results;
+    if (!batch.empty()) {
+      auto r = app_.apply_batch(batch);
+      if (r.ok() && r->size() != batch.size()) {
+        r = make_error(kErrApplyFailed, "apply_batch returned " + std::to_string(r->size()) +
+                                            " results for " + std::to_string(batch.size()) +
+                                            " entries");
+      }
+      if (!r.ok()) {
+        set_fatal(make_error(kErrApplyFailed, "applying indexes " +
+                                                  std::to_string(batch.front()->index.get()) +
+                                                  ".." + std::to_string(batch.back()->index.get()) +
+                                                  ": " + r.error().message));
+        for (size_t m = k; m < end; ++m) {
+          if (auto p = take_proposal(entries[m])) {
+            p->fail(make_error(kErrStopped, "raft: driver stopped: " + r.error().message));
+          }
+        }
+        return false;
+      }
+      results = std::move(*r);
+    }
+    size_t next_result = 0;
+    for (; k < end; ++k) {
+      const Entry& e = entries[k];
+      std::unique_ptr<Proposal> p = take_proposal(e);
+      const bool applied_now = next_result < batch.size() && batch[next_result] == &e;
+      if (applied_now) {
+        Result<std::string>& r = results[next_result++];
+        if (p && p->w) answered_.push_back([w = p->w, r = std::move(r)] { w->complete(r); });
+      } else if (p && p->w) {
+        // Only when the application was ahead of the driver (it applied this index before).
+        answered_.push_back([w = p->w] { w->complete(std::string()); });
+      }
+      applied_ = e.index;
+    }
+  }
+  return true;
+}
+
+bool Driver::apply_conf_entry(const Entry& e) {
+  std::unique_ptr<Proposal> p = take_proposal(e);
+  // Entries up to conf_index() are already in the stored membership (a restart replays them).
+  if (e.index > storage_->conf_index()) {
+    auto cc = decode_conf_change(e.data);
+    if (!cc) {
+      set_fatal(make_error(kErrCorruptLog, "committed membership change at index " +
+                                               std::to_string(e.index.get()) + " does not decode"));
       return false;
     }
-    if (p && p->w) answered_.push_back([w = p->w, r = std::move(r)] { w->complete(r); });
-  } else if (p && p->w) {
-    // Only when the application was ahead of the driver (it applied this index before).
-    answered_.push_back([w = p->w] { w->complete(std::string()); });
+    ConfState conf = node_->apply_conf_change(*cc);
+    if (Status s = storage_->set_conf_state(e.index, conf); !s.ok()) {
+      set_fatal(make_error(s.error().code, "recording the membership at index " +
+                                               std::to_string(e.index.get()) + ": " +
+                                               s.error().message));
+      return false;
+    }
   }
+  if (p && p->conf_w) answered_.push_back([w = p->conf_w] { w->complete(Status{}); });
   applied_ = e.index;
   return true;
 }

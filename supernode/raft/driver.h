@@ -4,8 +4,10 @@
 // The loop (driver.cc): every `tick` it ticks the node; it drains every message received and
 // every local request queued since the last round, then, if the node has a Ready: persists it
 // (SqliteRaftStorage::persist, one transaction, fsync) — only then sends its messages grouped
-// per destination — applies the snapshot (Application::restore) and the committed entries
-// (Application::apply; membership changes through RawNode::apply_conf_change and
+// per destination (a leader sends its kApps and heartbeats before persisting: its own copy
+// counts toward the quorum only after advance(), see README.md) — applies the snapshot
+// (Application::restore) and the committed entries (Application::apply_batch, one call per run
+// of normal entries; membership changes through RawNode::apply_conf_change and
 // SqliteRaftStorage::set_conf_state) — answers the waiting callers — advance()s the node and
 // compacts the log when `snapshot_entries` entries were applied since the last snapshot.
 // Because the queue is drained before ready(), every proposal that arrived while the previous
@@ -80,6 +82,23 @@ class Application {
   // *deterministic* rejection (e.g. a failed compare-and-set), not a failure; a storage
   // failure must be reported as Error{kErrApplyFailed, ...}, which stops the driver (fatal).
   virtual Result<std::string> apply(LogIndex index, const std::string& data) = 0;
+  // The committed kNormal entries of one Ready with non-empty data and index >
+  // applied_index(), in log order (indexes increasing, not necessarily consecutive: no-ops and
+  // membership changes are not passed). An application with a durable state should make them
+  // durable together (one transaction, one sync). Returns one result per entry, with apply()'s
+  // meaning; an Error{kErrApplyFailed} in place of the vector is a storage failure (fatal; the
+  // entries' outcome is then unknown). The default calls apply() for each.
+  virtual Result<std::vector<Result<std::string>>> apply_batch(
+      const std::vector<const Entry*>& entries) {
+    std::vector<Result<std::string>> out;
+    out.reserve(entries.size());
+    for (const Entry* e : entries) {
+      Result<std::string> r = apply(e->index, e->data);
+      if (!r.ok() && r.error().code == kErrApplyFailed) return r.error();
+      out.push_back(std::move(r));
+    }
+    return out;
+  }
   virtual LogIndex applied_index() const = 0;
   // The whole application state (opaque bytes) as of applied_index(), for a Raft snapshot.
   virtual Result<std::string> snapshot() = 0;
@@ -190,7 +209,9 @@ class Driver {
   // On the driver's thread.
   void handle(Request& r);
   bool handle_ready();  // false: fatal (fatal_ set)
-  bool apply_entry(const Entry& e);
+  bool apply_committed(const std::vector<Entry>& entries);
+  bool apply_conf_entry(const Entry& e);
+  std::unique_ptr<Proposal> take_proposal(const Entry& e);
   bool maybe_compact();
   void resolve_proposals_up_to(LogIndex i, const char* why);
   void complete_reads_and_waits();

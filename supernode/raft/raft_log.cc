@@ -168,6 +168,12 @@ bool RaftLog::has_next_committed_entries() const {
   return committed_ + 1 > std::max(applied_ + 1, first_index());
 }
 
+LogIndex RaftLog::stable_last_index() const {
+  if (unstable_snap_) return LogIndex{0};
+  if (unstable_.empty()) return storage_.last_index();
+  return std::min(storage_.last_index(), offset_ - 1);
+}
+
 void RaftLog::stable_to(LogIndex i, Term t) {
   if (unstable_.empty() || i < offset_) return;
   if (i - offset_ >= unstable_.size()) return;

@@ -48,6 +48,9 @@ class RaftLog {
   std::vector<Entry> next_committed_entries() const;
   bool has_next_committed_entries() const;
 
+  // The last index whose entry is durable (in Storage) and still part of this log: entries
+  // after it are in the unstable tail; 0 while a snapshot is pending.
+  LogIndex stable_last_index() const;
   const std::vector<Entry>& unstable_entries() const { return unstable_; }
   const std::optional<Snapshot>& unstable_snapshot() const { return unstable_snap_; }
   // The driver persisted entries up to (i, t) / the snapshot at i.

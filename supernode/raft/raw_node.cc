@@ -116,7 +116,7 @@ void RawNode::init_progress(NodeId node, bool learner) {
   pr.next = log_.last_index() + 1;
   pr.is_learner = learner;
   if (node == id_) {
-    pr.match = log_.last_index();
+    pr.match = log_.stable_last_index();  // its own copy counts once durable (advance())
     pr.recent_active = true;
   }
   prs_[node] = pr;
@@ -667,11 +667,10 @@ void RawNode::append_entries(std::vector<Entry> ents) {
     e.index = last;
   }
   log_.append(ents);
-  // The leader's own copy counts toward the quorum. Safe because the driver persists these
-  // entries before it sends any message of the Ready that carries them (README.md), and a
-  // commit only becomes visible through such messages or through applying after persisting.
-  maybe_update(prs_[id_], log_.last_index());
-  maybe_commit();
+  // The leader's own copy is NOT counted yet: it counts toward the quorum only once the driver
+  // persisted it and called advance() (etcd-raft's async storage writes), so the driver may
+  // send the kApps carrying these entries before or while it persists them (Raft thesis
+  // §10.2.1). A commit needs a quorum of durable copies either way.
 }
 
 bool RawNode::maybe_commit() {
@@ -848,6 +847,7 @@ Ready RawNode::ready() {
   HardState hard = hard_state();
   if (hard != prev_hard_) {
     rd.hard_state = hard;
+    rd.hard_state_sync = hard.term != prev_hard_.term || hard.vote != prev_hard_.vote;
     prev_hard_ = hard;
   }
   rd.snapshot = log_.unstable_snapshot();
@@ -869,6 +869,15 @@ void RawNode::advance(const Ready& rd) {
   }
   if (!rd.entries.empty()) log_.stable_to(rd.entries.back().index, rd.entries.back().term);
   if (!rd.committed_entries.empty()) log_.applied_to(rd.committed_entries.back().index);
+  if (role_ == Role::kLeader && !rd.entries.empty()) {
+    // The leader's own acknowledgement, now that its entries are durable. A new commit index
+    // goes to the followers at once (they apply; the leader answers proposers in the next
+    // Ready).
+    auto it = prs_.find(id_);
+    if (it != prs_.end() && maybe_update(it->second, log_.stable_last_index()) && maybe_commit()) {
+      bcast_append();
+    }
+  }
 }
 
 }  // namespace starling::raft

@@ -432,7 +432,20 @@ const HardState& SqliteRaftStorage::hard_state() const { return cache_.hard_stat
 LogIndex SqliteRaftStorage::conf_index() const { return conf_index_; }
 
 Status SqliteRaftStorage::persist(const Ready& rd) {
-  if (!rd.must_sync()) return {};
+  if (!rd.must_sync()) {
+    if (!rd.hard_state) return {};
+    // Only the commit index moved: write it without an fsync (synchronous=NORMAL for this
+    // one transaction). A crash may lose it, never anything that was synced before it (the
+    // WAL is a sequence) — and an older commit index only means re-applying after a restart.
+    Db& d = *db_;
+    if (Status s = d.exec("PRAGMA synchronous=NORMAL;"); !s.ok()) return s;
+    Status st =
+        d.transaction([&] { return d.put(kHardStateKey, encode_hard_state(*rd.hard_state)); });
+    if (Status s = d.exec("PRAGMA synchronous=FULL;"); !s.ok() && st.ok()) st = s;
+    if (!st.ok()) return st;
+    cache_.set_hard_state(*rd.hard_state);
+    return {};
+  }
   const Snapshot* snap = rd.snapshot ? &*rd.snapshot : nullptr;
   Snapshot current = *cache_.snapshot();
   if (snap && snap->meta.index <= current.meta.index && !current.empty()) {

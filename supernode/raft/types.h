@@ -161,8 +161,14 @@ struct Ready {
   std::vector<Entry> committed_entries;  // apply in order, after persisting
   std::vector<Message> messages;         // send after persisting
   std::vector<ReadState> read_states;
-  // True when hard_state, entries or snapshot must reach stable storage (fsync).
-  bool must_sync() const { return hard_state.has_value() || !entries.empty() || snapshot; }
+  // Set by RawNode::ready() when the term or the vote changed (not only the commit index).
+  bool hard_state_sync = false;
+  // True when entries, a snapshot or a new term/vote must reach stable storage (fsync) before
+  // any message of this Ready that acknowledges them is sent. A hard state whose only change
+  // is the commit index is still written, but need not be synced: the commit index can be
+  // learned again from the leader, and a node that restarts with an older one only re-applies
+  // (Raft thesis §3.8; etcd-raft's MustSync).
+  bool must_sync() const { return hard_state_sync || !entries.empty() || snapshot; }
 };
 
 }  // namespace starling::raft

@@ -20,7 +20,25 @@ namespace {
 // (client_id, seq). PRAGMA user_version says which schema a file has; schema 1 (LocalLog,
 // user_version 0 with tables) was never deployed and is refused rather than migrated; schema 2
 // (Raft, before certificates) gains the empty certificates table (kMigrate2To3).
-constexpr int kSchemaVersion = 3;
+// Schema 4 (issue 4 items 4-5) adds the tasks' segment_size and lease_epoch columns and the
+// segments table (kMigrateTo4; the old whole-content metainfo column stays, unused).
+constexpr int kSchemaVersion = 4;
+constexpr char kMigrateTo4[] = R"sql(
+ALTER TABLE tasks ADD COLUMN segment_size INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE segments (
+  task_id  TEXT NOT NULL,
+  idx      INTEGER NOT NULL,
+  off      INTEGER NOT NULL,
+  size     INTEGER NOT NULL,
+  metainfo BLOB NOT NULL,
+  PRIMARY KEY (task_id, idx)
+);
+UPDATE tasks SET segment_size = 67108864, lease_epoch = updated_index;
+UPDATE tasks SET state = 2, error_code = 'supernode.content_missing',
+  error_message = 'stored before segments existed; register the task again'
+  WHERE state = 1 OR state = 0;
+)sql";
 constexpr char kCertificatesTable[] = R"sql(
 CREATE TABLE certificates (
   node_id       TEXT PRIMARY KEY,
@@ -80,7 +98,7 @@ constexpr char kCertificateColumns[] =
 
 constexpr char kTaskColumns[] =
     "task_id, url, digest, created_at, state, seeder, size, sha256, metainfo, seed_ip, "
-    "seed_port, error_code, error_message, updated_index";
+    "seed_port, error_code, error_message, updated_index, segment_size, lease_epoch";
 
 // A prepared statement, reset after each use.
 class Stmt {
@@ -181,7 +199,12 @@ class SqliteTracker final : public TrackerStateMachine {
       return storage_error("open " + path);
     }
     sqlite3_busy_timeout(db_, 5000);
-    for (const char* pragma : {"PRAGMA journal_mode=WAL;", "PRAGMA synchronous=FULL;"}) {
+    // synchronous=NORMAL: a commit is atomic but not synced; a power loss may take back the
+    // last transactions, never leave half of one. Safe because the Raft log (synchronous=FULL)
+    // is the durable record and applied_index is in the same transaction: what is lost is
+    // re-applied from the log at restart, or restored from the Raft snapshot, which the
+    // driver stores durably when it compacts (README.md "Durability").
+    for (const char* pragma : {"PRAGMA journal_mode=WAL;", "PRAGMA synchronous=NORMAL;"}) {
       if (Status st = exec(pragma); !st.ok()) return st;
     }
     if (Status st = ensure_schema(path); !st.ok()) return st;
@@ -201,13 +224,24 @@ class SqliteTracker final : public TrackerStateMachine {
         {&list_tasks_, select + " ORDER BY created_at, task_id"},
         {&all_tasks_, select + " ORDER BY task_id"},
         {&insert_task_,
-         "INSERT INTO tasks (task_id, url, digest, created_at, state, seeder, updated_index) "
-         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"},
+         "INSERT INTO tasks (task_id, url, digest, created_at, state, seeder, updated_index, "
+         "segment_size, lease_epoch) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?7)"},
         {&restore_task_, std::string("INSERT INTO tasks (") + kTaskColumns +
                              ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, "
-                             "?14)"},
+                             "?14, ?15, ?16)"},
+        {&seg_list_,
+         "SELECT idx, off, size, metainfo FROM segments WHERE task_id = ?1 ORDER BY idx"},
+        {&seg_insert_,
+         "INSERT INTO segments (task_id, idx, off, size, metainfo) VALUES (?1, ?2, ?3, ?4, ?5)"},
+        {&seg_clear_, "DELETE FROM segments WHERE task_id = ?1"},
+        {&set_published_,
+         "UPDATE tasks SET seed_ip = ?2, seed_port = ?3, updated_index = ?4 WHERE task_id = ?1"},
+        {&set_renewed_, "UPDATE tasks SET updated_index = ?2 WHERE task_id = ?1"},
+        {&set_taken_over_,
+         "UPDATE tasks SET seeder = ?2, seed_ip = ?3, seed_port = ?4, lease_epoch = ?5, "
+         "updated_index = ?5 WHERE task_id = ?1"},
         {&set_ready_,
-         "UPDATE tasks SET state = ?2, size = ?3, sha256 = ?4, metainfo = ?5, seed_ip = ?6, "
+         "UPDATE tasks SET state = ?2, size = ?3, sha256 = ?4, seed_ip = ?6, "
          "seed_port = ?7, error_code = NULL, error_message = NULL, updated_index = ?8 "
          "WHERE task_id = ?1"},
         {&set_failed_,
@@ -216,7 +250,7 @@ class SqliteTracker final : public TrackerStateMachine {
         {&set_restarted_,
          "UPDATE tasks SET state = ?2, seeder = ?3, error_code = NULL, error_message = NULL, "
          "size = 0, sha256 = '', metainfo = NULL, seed_ip = '', seed_port = 0, "
-         "updated_index = ?4 WHERE task_id = ?1"},
+         "updated_index = ?4, lease_epoch = ?4 WHERE task_id = ?1"},
         {&kv_get_, std::string(kKvSelect) + " WHERE key = ?1"},
         {&kv_list_all_, std::string(kKvSelect) + " ORDER BY key"},
         {&kv_list_from_, std::string(kKvSelect) + " WHERE key >= ?1 ORDER BY key"},
@@ -294,6 +328,57 @@ class SqliteTracker final : public TrackerStateMachine {
       new_revocation_.reset();
     }
     return outcome;
+  }
+
+  Result<std::vector<Result<std::string>>> apply_batch(
+      const std::vector<BatchEntry>& entries) override {
+    std::lock_guard lock(mu_);
+    std::vector<Result<std::string>> out;
+    out.reserve(entries.size());
+    std::vector<std::pair<std::string, Revocation>> revocations;  // made visible after COMMIT
+    bool open = false;
+    auto abort_batch = [&](Error e) -> Error {
+      if (open) (void)exec("ROLLBACK;");
+      new_revocation_.reset();
+      return e;
+    };
+    uint64_t last = applied_;
+    for (const BatchEntry& b : entries) {
+      const Proposal& p = *b.proposal;
+      const bool known_client = is_client_id(p.client_id);
+      if (b.index.get() <= applied_) {
+        // Replayed after a crash: as apply().
+        assert(!open);
+        if (!known_client) {
+          out.push_back(std::string("{}"));
+          continue;
+        }
+        auto recorded = find_result(p.client_id, p.seq);
+        if (!recorded.ok()) return abort_batch(recorded.error());
+        out.push_back(*recorded ? outcome_of(**recorded) : Result<std::string>(std::string("{}")));
+        continue;
+      }
+      assert(b.index.get() > last);
+      if (!open) {
+        if (Status st = exec("BEGIN IMMEDIATE;"); !st.ok()) return st.error();
+        open = true;
+      }
+      new_revocation_.reset();
+      auto outcome = apply_in_transaction(b.index, p, known_client);
+      if (!outcome.ok() && outcome.error().code == kErrStorage) return abort_batch(outcome.error());
+      if (new_revocation_) revocations.push_back(std::move(*new_revocation_));
+      new_revocation_.reset();
+      last = b.index.get();
+      out.push_back(std::move(outcome));
+    }
+    if (!open) return out;
+    if (Status st = exec("COMMIT;"); !st.ok()) return abort_batch(st.error());
+    applied_ = last;
+    if (!revocations.empty()) {
+      std::lock_guard revoked_lock(revoked_mu_);
+      for (auto& [node, r] : revocations) revoked_.emplace(std::move(node), std::move(r));
+    }
+    return out;
   }
 
   LogIndex applied_index() const override {
@@ -448,6 +533,11 @@ class SqliteTracker final : public TrackerStateMachine {
     if (const auto* c = std::get_if<RevokeCertificate>(&command)) return revoke(index, *c);
     Status st = apply_task_command(index, command);
     if (!st.ok()) return st.error();
+    if (std::holds_alternative<CreateTask>(command) ||
+        std::holds_alternative<RestartTask>(command) ||
+        std::holds_alternative<TakeOverSeed>(command)) {
+      return "{\"epoch\":" + std::to_string(index.get()) + "}";
+    }
     return std::string("{}");
   }
 
@@ -476,6 +566,7 @@ class SqliteTracker final : public TrackerStateMachine {
       sqlite3_bind_int(s.get(), 5, static_cast<int>(TaskState::kFetching));
       bind_text(s.get(), 6, c->seeder);
       bind_u64(s.get(), 7, idx);
+      sqlite3_bind_int64(s.get(), 8, c->segment_size);
       return step_done(s, "insert task");
     }
     if (!task) return make_error(kErrTaskUnknown, "unknown task " + id.get());
@@ -483,14 +574,76 @@ class SqliteTracker final : public TrackerStateMachine {
       return make_error(kErrBadTransition, std::string(what) + ": task " + id.get() + " is " +
                                                task_state_name(task->state));
     };
+    auto stale = [&](const char* what, uint64_t epoch) {
+      return make_error(kErrStaleLease, std::string(what) + ": task " + id.get() + ": epoch " +
+                                            std::to_string(epoch) +
+                                            " is not the current seed lease epoch " +
+                                            std::to_string(task->lease_epoch.get()));
+    };
+    int64_t published = 0;
+    for (const SegmentRecord& seg : task->segments) published += seg.size;
+    if (const auto* c = std::get_if<PublishSegment>(&command)) {
+      if (task->state != TaskState::kFetching) return transition_error("PublishSegment");
+      if (c->epoch != task->lease_epoch.get()) return stale("PublishSegment", c->epoch);
+      const auto count = static_cast<int64_t>(task->segments.size());
+      if (c->index != count || c->offset != published || c->size > task->segment_size ||
+          (!task->segments.empty() && task->segments.back().size != task->segment_size)) {
+        return make_error(kErrBadTransition,
+                          "PublishSegment: task " + id.get() + " expects segment " +
+                              std::to_string(count) + " at offset " + std::to_string(published) +
+                              " of at most " + std::to_string(task->segment_size) +
+                              " bytes after full segments, not segment " +
+                              std::to_string(c->index) + " at " + std::to_string(c->offset) +
+                              " of " + std::to_string(c->size));
+      }
+      Stmt& s = seg_insert_;
+      bind_text(s.get(), 1, id.get());
+      sqlite3_bind_int64(s.get(), 2, c->index);
+      sqlite3_bind_int64(s.get(), 3, c->offset);
+      sqlite3_bind_int64(s.get(), 4, c->size);
+      bind_blob(s.get(), 5, c->metainfo);
+      if (Status st = step_done(s, "insert segment"); !st.ok()) return st;
+      Stmt& u = set_published_;
+      bind_text(u.get(), 1, id.get());
+      bind_text(u.get(), 2, c->seed_ip);
+      sqlite3_bind_int64(u.get(), 3, c->seed_port);
+      bind_u64(u.get(), 4, idx);
+      return step_done(u, "publish segment");
+    }
+    if (const auto* c = std::get_if<RenewSeedLease>(&command)) {
+      if (task->state != TaskState::kFetching) return transition_error("RenewSeedLease");
+      if (c->epoch != task->lease_epoch.get()) return stale("RenewSeedLease", c->epoch);
+      Stmt& s = set_renewed_;
+      bind_text(s.get(), 1, id.get());
+      bind_u64(s.get(), 2, idx);
+      return step_done(s, "renew seed lease");
+    }
+    if (const auto* c = std::get_if<TakeOverSeed>(&command)) {
+      if (task->state != TaskState::kFetching) return transition_error("TakeOverSeed");
+      if (c->expected_epoch != task->lease_epoch.get()) {
+        return stale("TakeOverSeed", c->expected_epoch);
+      }
+      Stmt& s = set_taken_over_;
+      bind_text(s.get(), 1, id.get());
+      bind_text(s.get(), 2, c->new_seeder);
+      bind_text(s.get(), 3, c->seed_ip);
+      sqlite3_bind_int64(s.get(), 4, c->seed_port);
+      bind_u64(s.get(), 5, idx);
+      return step_done(s, "take over seed");
+    }
     if (const auto* c = std::get_if<MarkTaskReady>(&command)) {
       if (task->state != TaskState::kFetching) return transition_error("MarkTaskReady");
+      if (c->epoch != task->lease_epoch.get()) return stale("MarkTaskReady", c->epoch);
+      if (c->size != published) {
+        return make_error(kErrBadTransition,
+                          "MarkTaskReady: task " + id.get() + " has " + std::to_string(published) +
+                              " bytes published, not " + std::to_string(c->size));
+      }
       Stmt& s = set_ready_;
       bind_text(s.get(), 1, id.get());
       sqlite3_bind_int(s.get(), 2, static_cast<int>(TaskState::kReady));
       sqlite3_bind_int64(s.get(), 3, c->size);
       bind_text(s.get(), 4, c->sha256);
-      bind_blob(s.get(), 5, c->metainfo);
       bind_text(s.get(), 6, c->seed_ip);
       sqlite3_bind_int64(s.get(), 7, c->seed_port);
       bind_u64(s.get(), 8, idx);
@@ -498,6 +651,10 @@ class SqliteTracker final : public TrackerStateMachine {
     }
     if (const auto* c = std::get_if<MarkTaskFailed>(&command)) {
       if (task->state == TaskState::kFailed) return transition_error("MarkTaskFailed");
+      if (c->epoch &&
+          (task->state != TaskState::kFetching || *c->epoch != task->lease_epoch.get())) {
+        return stale("MarkTaskFailed", *c->epoch);
+      }
       Stmt& s = set_failed_;
       bind_text(s.get(), 1, id.get());
       sqlite3_bind_int(s.get(), 2, static_cast<int>(TaskState::kFailed));
@@ -508,6 +665,9 @@ class SqliteTracker final : public TrackerStateMachine {
     }
     const auto& restart = std::get<RestartTask>(command);
     if (task->state != TaskState::kFailed) return transition_error("RestartTask");
+    Stmt& clear = seg_clear_;
+    bind_text(clear.get(), 1, id.get());
+    if (Status st = step_done(clear, "drop segments"); !st.ok()) return st;
     Stmt& s = set_restarted_;
     bind_text(s.get(), 1, id.get());
     sqlite3_bind_int(s.get(), 2, static_cast<int>(TaskState::kFetching));
@@ -600,8 +760,8 @@ class SqliteTracker final : public TrackerStateMachine {
 
   // REQUIRES: mu_ held, inside a write transaction.
   Status replace_everything(LogIndex index, const SnapshotData& data) {
-    if (Status st = exec("DELETE FROM tasks; DELETE FROM kv; DELETE FROM certificates; "
-                         "DELETE FROM results;");
+    if (Status st = exec("DELETE FROM tasks; DELETE FROM segments; DELETE FROM kv; "
+                         "DELETE FROM certificates; DELETE FROM results;");
         !st.ok()) {
       return st;
     }
@@ -615,7 +775,6 @@ class SqliteTracker final : public TrackerStateMachine {
       bind_text(s.get(), 6, t.seeder);
       sqlite3_bind_int64(s.get(), 7, t.size);
       bind_text(s.get(), 8, t.sha256);
-      bind_blob(s.get(), 9, t.metainfo);
       bind_text(s.get(), 10, t.seed_ip);
       sqlite3_bind_int64(s.get(), 11, t.seed_port);
       if (t.error) {
@@ -623,7 +782,18 @@ class SqliteTracker final : public TrackerStateMachine {
         bind_text(s.get(), 13, t.error->message);
       }
       bind_u64(s.get(), 14, t.updated_index.get());
+      sqlite3_bind_int64(s.get(), 15, t.segment_size);
+      bind_u64(s.get(), 16, t.lease_epoch.get());
       if (Status st = step_done(s, "restore task"); !st.ok()) return st;
+      for (const SegmentRecord& seg : t.segments) {
+        Stmt& g = seg_insert_;
+        bind_text(g.get(), 1, t.task_id.get());
+        sqlite3_bind_int64(g.get(), 2, seg.index);
+        sqlite3_bind_int64(g.get(), 3, seg.offset);
+        sqlite3_bind_int64(g.get(), 4, seg.size);
+        bind_blob(g.get(), 5, seg.metainfo);
+        if (Status st = step_done(g, "restore segment"); !st.ok()) return st;
+      }
     }
     for (const KvRecord& kv : data.kv) {
       Stmt& s = kv_insert_;
@@ -724,9 +894,26 @@ class SqliteTracker final : public TrackerStateMachine {
     ResetGuard guard(s);
     bind_text(s.get(), 1, task.get());
     int rc = sqlite3_step(s.get());
-    if (rc == SQLITE_ROW) return std::optional<TaskRecord>(read_task(s.get()));
-    if (rc != SQLITE_DONE) return storage_error("read task");
-    return std::optional<TaskRecord>();
+    if (rc == SQLITE_DONE) return std::optional<TaskRecord>();
+    if (rc != SQLITE_ROW) return storage_error("read task");
+    TaskRecord t = read_task(s.get());
+    if (Status st = read_segments(t); !st.ok()) return st.error();
+    return std::optional<TaskRecord>(std::move(t));
+  }
+
+  // REQUIRES: mu_ held. Fills t.segments.
+  Status read_segments(TaskRecord& t) const {
+    Stmt& s = seg_list_;
+    ResetGuard guard(s);
+    bind_text(s.get(), 1, t.task_id.get());
+    int rc;
+    while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) {
+      t.segments.push_back(
+          SegmentRecord{sqlite3_column_int64(s.get(), 0), sqlite3_column_int64(s.get(), 1),
+                        sqlite3_column_int64(s.get(), 2), column_blob(s.get(), 3)});
+    }
+    if (rc != SQLITE_DONE) return storage_error("read segments");
+    return {};
   }
 
   // REQUIRES: mu_ held; `s` selects kTaskColumns with its parameters bound.
@@ -736,6 +923,10 @@ class SqliteTracker final : public TrackerStateMachine {
     int rc;
     while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) out.push_back(read_task(s.get()));
     if (rc != SQLITE_DONE) return storage_error("list tasks");
+    s.reset();
+    for (TaskRecord& t : out) {
+      if (Status st = read_segments(t); !st.ok()) return st.error();
+    }
     return out;
   }
 
@@ -752,13 +943,14 @@ class SqliteTracker final : public TrackerStateMachine {
     r.seeder = column_text(s, 5);
     r.size = sqlite3_column_int64(s, 6);
     r.sha256 = column_text(s, 7);
-    r.metainfo = column_blob(s, 8);
     r.seed_ip = column_text(s, 9);
     r.seed_port = sqlite3_column_int64(s, 10);
     if (sqlite3_column_type(s, 11) != SQLITE_NULL) {
       r.error = make_error(column_text(s, 11), column_text(s, 12));
     }
     r.updated_index = LogIndex(column_u64(s, 13));
+    r.segment_size = sqlite3_column_int64(s, 14);
+    r.lease_epoch = LogIndex(column_u64(s, 15));
     return r;
   }
 
@@ -854,7 +1046,8 @@ class SqliteTracker final : public TrackerStateMachine {
     auto version = query_int("PRAGMA user_version;");
     if (!version.ok()) return version.error();
     if (*version == kSchemaVersion) return {};
-    if (*version == 2) return create_tables(kCertificatesTable);
+    if (*version == 3) return create_tables(kMigrateTo4);
+    if (*version == 2) return create_tables(std::string(kCertificatesTable) + kMigrateTo4);
     if (*version != 0) {
       return make_error(kErrStorage, "tracker db " + path + ": unknown schema version " +
                                          std::to_string(*version));
@@ -866,7 +1059,7 @@ class SqliteTracker final : public TrackerStateMachine {
                                          ": written by the pre-Raft tracker (schema 1), which "
                                          "is not migrated; remove the file");
     }
-    return create_tables(std::string(kSchema) + kCertificatesTable);
+    return create_tables(std::string(kSchema) + kCertificatesTable + kMigrateTo4);
   }
 
   // Runs `sql` and sets user_version to kSchemaVersion, in one transaction.
@@ -928,7 +1121,8 @@ class SqliteTracker final : public TrackerStateMachine {
       restore_task_, set_ready_, set_failed_, set_restarted_, kv_get_, kv_list_all_, kv_list_from_,
       kv_list_range_, kv_count_, kv_insert_, kv_update_, kv_delete_, result_get_, result_all_,
       result_insert_, result_prune_, cert_get_, cert_all_, cert_revoked_, cert_issue_, cert_revoke_,
-      cert_restore_;
+      cert_restore_, seg_list_, seg_insert_, seg_clear_, set_published_, set_renewed_,
+      set_taken_over_;
 };
 
 }  // namespace

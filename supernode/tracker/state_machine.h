@@ -31,6 +31,10 @@ inline constexpr char kErrKeyUnknown[] = "kv.not_found";  // cas n > 0 on a key 
 inline constexpr char kErrBadSnapshot[] = "tracker.bad_snapshot";
 // IssueCertificate for a node that was revoked ("node <id> was revoked: <reason>").
 inline constexpr char kErrCertRevoked[] = "cert.revoked";
+// A fenced task command (PublishSegment, RenewSeedLease, MarkTaskReady/MarkTaskFailed with an
+// epoch) whose epoch is not the task's current lease epoch, or a TakeOverSeed whose
+// expected_epoch is stale: the proposer lost the seed lease and must stop.
+inline constexpr char kErrStaleLease[] = "tracker.stale_lease";
 
 // Results of (client_id, seq) are remembered while their index is within this many indexes of
 // the index being applied; older ones are dropped at every apply (a pure function of the
@@ -40,19 +44,33 @@ inline constexpr uint64_t kResultWindow = 100000;
 enum class TaskState { kFetching, kReady, kFailed };
 const char* task_state_name(TaskState state);  // "fetching", "ready", "failed"
 
+// One published segment of a task: [offset, offset + size) of the content, and the bencoded
+// torrent of those bytes.
+struct SegmentRecord {
+  int64_t index = 0;
+  int64_t offset = 0;
+  int64_t size = 0;
+  std::string metainfo;
+  bool operator==(const SegmentRecord&) const = default;
+};
+
 struct TaskRecord {
   TaskId task_id;
   std::string url;
   std::optional<std::string> digest;
   int64_t created_at = 0;
   TaskState state = TaskState::kFetching;
-  std::string seeder;  // node id of the supernode that fetches and seeds it (last CreateTask
-                       // or RestartTask)
-  // Set when state == kReady.
+  std::string seeder;        // node id of the supernode that fetches and seeds it (last CreateTask,
+                             // RestartTask or TakeOverSeed)
+  int64_t segment_size = 0;  // fixed at CreateTask
+  // Index of the entry that granted `seeder` its lease (CreateTask, RestartTask, TakeOverSeed).
+  LogIndex lease_epoch;
+  // Published so far, in index order: segments[i].index == i, contiguous offsets.
+  std::vector<SegmentRecord> segments;
+  // Set when state == kReady: the content's size (sum of the segment sizes) and SHA-256.
   int64_t size = 0;
   std::string sha256;
-  std::string metainfo;  // raw bencoded bytes
-  std::string seed_ip;   // the seeder's libtorrent SSL endpoint
+  std::string seed_ip;  // the seeder's libtorrent SSL endpoint ("" / 0 = none known yet)
   int64_t seed_port = 0;
   // Set when state == kFailed (and only then).
   std::optional<Error> error;
@@ -92,11 +110,24 @@ struct CertificateRecord {
   bool operator==(const CertificateRecord&) const = default;
 };
 
-// Applies proposals in log order. Task transitions:
-//   CreateTask      unknown task          -> fetching   (seeder set)
-//   MarkTaskReady   fetching              -> ready      (size, sha256, metainfo, seed endpoint)
-//   MarkTaskFailed  fetching or ready     -> failed     (ready -> failed: the seed lost it)
-//   RestartTask     failed                -> fetching   (seeder replaced)
+// Applies proposals in log order. Task transitions (E = the entry's index; "fenced": the
+// command's epoch must equal lease_epoch, else kErrStaleLease):
+//   CreateTask      unknown task          -> fetching   (seeder, segment_size; lease_epoch = E)
+//   PublishSegment  fetching, fenced      -> fetching   (segment appended, seed endpoint set;
+//                   index/offset/size rules in command.h, else kErrBadTransition)
+//   RenewSeedLease  fetching, fenced      -> fetching   (only updated_index = E)
+//   TakeOverSeed    fetching, expected_epoch == lease_epoch
+//                                         -> fetching   (seeder, seed endpoint; lease_epoch = E;
+//                                                        segments kept)
+//   MarkTaskReady   fetching, fenced, size == sum of segment sizes
+//                                         -> ready      (size, sha256, seed endpoint)
+//   MarkTaskFailed  fetching or ready (fenced when it has an epoch)
+//                                         -> failed     (ready -> failed: the seed lost it)
+//   RestartTask     failed                -> fetching   (seeder replaced, segments dropped,
+//                                                        lease_epoch = E)
+// Results: CreateTask, RestartTask and TakeOverSeed {"epoch": E}; other task commands "{}".
+// Every task command that changes a task sets its updated_index = E (so a renewal is visible
+// as a new updated_index).
 // Kv:
 //   KvPut     cas nullopt: always; cas 0: key absent; cas n: key present at modify_index n.
 //             Result {"index": <modify_index>}.
@@ -124,17 +155,38 @@ class TrackerStateMachine {
   //    if still known, otherwise OK with "{}".
   //  - (client_id, seq) already applied at an earlier index: no effect except applied_index()
   //    becomes `index`; returns the result recorded then (success JSON or the same Error).
-  //  - otherwise applies the command; the result is a JSON text: task commands "{}", KvPut
+  //  - otherwise applies the command; the result is a JSON text: task commands as above, KvPut
   //    {"index":N}, KvDelete {"deleted":true|false}, certificate commands as above. A
   //    deterministic rejection (kErrTaskExists, kErrTaskUnknown, kErrBadTransition,
-  //    kErrCasFailed, kErrKeyUnknown, kErrCertRevoked, and kErrBadCommand for a proposal that
-  //    fails validate_proposal) is returned as the Error,
-  //    the state is unchanged, applied_index() = index, and the rejection is recorded for
-  //    (client_id, seq) too (not when the client_id itself is invalid).
+  //    kErrCasFailed, kErrKeyUnknown, kErrCertRevoked, kErrStaleLease, and kErrBadCommand for a
+  //    proposal that fails validate_proposal) is returned as the Error, the state is unchanged,
+  //    applied_index() = index, and the rejection is recorded for (client_id, seq) too (not when
+  //    the client_id itself is invalid).
   //  - kErrStorage: nothing applied, applied_index() unchanged.
   // Everything of one apply (effect, result record, pruning, applied_index) is ONE SQLite
   // transaction. Indexes may skip (entries that are not tracker proposals).
   virtual Result<std::string> apply(LogIndex index, const Proposal& p) = 0;
+  // One committed entry of a batch.
+  struct BatchEntry {
+    LogIndex index;
+    const Proposal* proposal = nullptr;  // not null
+  };
+  // apply() for each entry, in order, but everything in ONE transaction (one sync for all of
+  // them): results per entry with apply()'s meaning; applied_index() becomes the last index,
+  // stored in that same transaction. kErrStorage: nothing of the batch applied, applied_index()
+  // unchanged. REQUIRES: indexes strictly increasing. The default calls apply() for each (not
+  // atomic; for implementations without transactions).
+  virtual Result<std::vector<Result<std::string>>> apply_batch(
+      const std::vector<BatchEntry>& entries) {
+    std::vector<Result<std::string>> out;
+    out.reserve(entries.size());
+    for (const BatchEntry& e : entries) {
+      Result<std::string> r = apply(e.index, *e.proposal);
+      if (!r.ok() && r.error().code == kErrStorage) return r.error();
+      out.push_back(std::move(r));
+    }
+    return out;
+  }
   // The last applied index; persisted atomically with the effect of that proposal.
   virtual LogIndex applied_index() const = 0;
 
@@ -168,8 +220,9 @@ class TrackerStateMachine {
   virtual Status restore(LogIndex index, std::string_view data) = 0;
 };
 
-// SQLite at `path` (created if absent): WAL, synchronous=FULL, one transaction per apply that
-// also stores applied_index, prepared statements. The file belongs to this object alone. A
+// SQLite at `path` (created if absent): WAL, synchronous=NORMAL (the Raft log is the durable
+// record; see README.md "Durability"), one transaction per apply or apply_batch that also
+// stores applied_index, prepared statements. The file belongs to this object alone. A
 // file written by the schema-1 tracker (before Raft) is refused with kErrStorage: there is no
 // deployed data to migrate.
 Result<std::unique_ptr<TrackerStateMachine>> open_sqlite_tracker(const std::string& path);

@@ -288,6 +288,7 @@ TEST(RaftPaper, LeaderCommitsOnMajority) {
   make_leader(n, {1, 2, 3});
   ASSERT_TRUE(n.propose("a").ok());
   EXPECT_EQ(n.log().last_index(), li(2));
+  (void)take(n, s);  // the leader's own copy counts once durable
   Message r = msg(MessageType::kAppResp, 2, 1, 1);
   r.index = li(2);
   (void)n.step(r);
@@ -295,6 +296,47 @@ TEST(RaftPaper, LeaderCommitsOnMajority) {
   r.from = nid(3);
   (void)n.step(r);
   EXPECT_EQ(n.log().committed(), li(2));
+}
+
+// Raft thesis §10.2.1: the leader may send its entries before writing them to its disk, so its
+// own copy counts toward the quorum only once durable (advance() after persisting), and a
+// quorum of followers commits without it.
+TEST(RaftPaper, LeaderCountsItsOwnEntryOnlyOnceDurable) {
+  MemoryStorage s(voters({1, 2, 3}));
+  RawNode n(cfg(1), s);
+  make_leader(n, {1, 2});
+  (void)take(n, s);  // the term's empty entry at 1, durable
+  Message r = msg(MessageType::kAppResp, 2, 1, 1);
+  r.index = li(1);
+  (void)n.step(r);
+  ASSERT_EQ(n.log().committed(), li(1));
+  (void)take(n, s);
+  ASSERT_TRUE(n.propose("a").ok());
+  Ready rd = n.ready();  // sent (the kApps) but not yet persisted
+  ASSERT_EQ(rd.entries.size(), 1u);
+  EXPECT_FALSE(rd.hard_state_sync);
+  r.index = li(2);
+  (void)n.step(r);  // follower 2 has it durably: 1 copy of 3, the leader's does not count
+  EXPECT_EQ(n.log().committed(), li(1));
+  s.append(rd.entries);
+  n.advance(rd);  // now the leader's copy is durable: 2 of 3
+  EXPECT_EQ(n.log().committed(), li(2));
+  // Two followers commit without the leader's copy.
+  ASSERT_TRUE(n.propose("b").ok());
+  Ready rd2 = n.ready();
+  r.index = li(3);
+  (void)n.step(r);
+  r.from = nid(3);
+  (void)n.step(r);
+  EXPECT_EQ(n.log().committed(), li(3));
+  s.append(rd2.entries);
+  n.advance(rd2);
+  // A commit-only hard state does not need a sync; a new term does.
+  Ready rd3 = n.ready();
+  ASSERT_TRUE(rd3.hard_state.has_value());
+  EXPECT_EQ(rd3.hard_state->commit, li(3));
+  EXPECT_FALSE(rd3.must_sync());
+  n.advance(rd3);
 }
 
 // §5.4.2, Figure 8: a leader never commits an entry of an earlier term by counting replicas;
@@ -307,6 +349,7 @@ TEST(RaftPaper, Figure8OnlyCurrentTermEntriesCommitByCounting) {
   make_leader(n, {1, 2, 3});  // term 4
   ASSERT_EQ(n.term(), tm(4));
   ASSERT_EQ(n.log().last_index(), li(3));  // the term-4 empty entry
+  (void)take(n, s);
   Message r = msg(MessageType::kAppResp, 2, 1, 4);
   r.index = li(2);
   (void)n.step(r);

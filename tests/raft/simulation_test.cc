@@ -46,6 +46,8 @@ size_t g_stale_candidates = 0;
 size_t g_snapshots_installed = 0;
 size_t g_joins = 0;
 size_t g_removals = 0;
+size_t g_leader_early_sends = 0;          // leader Readys sent before persisting
+size_t g_leader_crashes_unpersisted = 0;  // leaders crashed after sending, before persisting
 void on_abort(int) {
   char buf[96];
   int n = std::snprintf(buf, sizeof buf, "\nraft simulation aborted: STARLING_RAFT_SEED=%llu\n",
@@ -308,10 +310,22 @@ class Simulation {
     (void)nodes_[to].raft->step(m);
   }
 
-  // The driver's order: persist, (maybe crash here), send, apply, advance.
+  // The driver's order: persist, (maybe crash here), send, apply, advance — except that a
+  // leader sends first (its own copy counts only after advance()), and may crash after
+  // sending, before its entries are durable: the followers hold entries it lost.
   void handle_ready(size_t i, bool faults) {
     SimNode& n = nodes_[i];
     Ready rd = n.raft->ready();
+    if (n.raft->role() == Role::kLeader && !rd.hard_state_sync && !rd.snapshot) {
+      ++g_leader_early_sends;
+      for (Message& m : rd.messages) in_flight_.push_back(std::move(m));
+      rd.messages.clear();
+      if (faults && !rd.entries.empty() && chance(0.02)) {
+        ++g_leader_crashes_unpersisted;
+        crash(i);
+        return;
+      }
+    }
     if (rd.snapshot) {
       ++g_snapshots_installed;
       if (!n.disk->apply_snapshot(*rd.snapshot).ok()) fail("snapshot out of date");
@@ -320,7 +334,11 @@ class Simulation {
       n.disk->append(rd.entries);
       check_log_matching(n, rd.entries);
     }
-    if (rd.hard_state) n.disk->set_hard_state(*rd.hard_state);
+    // A hard state that changes only the commit index is written without a sync: model its
+    // loss by a later crash by sometimes not writing it (the next synced one carries it).
+    if (rd.hard_state && (rd.hard_state_sync || !faults || !chance(0.3))) {
+      n.disk->set_hard_state(*rd.hard_state);
+    }
     if (faults && chance(0.01)) {  // crash after the fsync, before anything left the node
       crash(i);
       return;
@@ -564,9 +582,10 @@ TEST(RaftSimulation, RandomizedSeeds) {
   std::printf(
       "raft simulation: %zu seeds, %zu client ops checked, %zu entries committed, %zu terms "
       "with a leader, %zu snapshots installed, %zu learners added, %zu removals proposed, %zu "
-      "multi-leader client steps, %zu inconclusive linearizability searches, %.1f s\n",
+      "multi-leader client steps, %zu inconclusive linearizability searches, %zu leader Readys "
+      "sent before persisting, %zu leader crashes losing sent entries, %.1f s\n",
       seeds.size(), ops, committed, leaders, g_snapshots_installed, g_joins, g_removals,
-      g_stale_candidates, g_exhausted, secs);
+      g_stale_candidates, g_exhausted, g_leader_early_sends, g_leader_crashes_unpersisted, secs);
 }
 
 }  // namespace
