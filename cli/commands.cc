@@ -46,6 +46,19 @@ const std::vector<CommandSpec>& command_specs() {
                "Every initial member of the cluster, this one included, by Raft id and mesh "
                "address (e.g. 1=10.0.0.1:8002,2=10.0.0.2:8002,3=10.0.0.3:8002). Without it the "
                "supernode is a cluster of one."),
+           opt("cert-lifetime", "DURATION",
+               "Lifetime of the certificates this supernode issues to peers and to itself, "
+               "10s..366d (e.g. 90s, 15m, 12h, 7d). Nodes renew at two thirds of it; a revoked "
+               "node is shut out of the data plane when its last one expires.",
+               "12h"),
+           opt("segment-size", "BYTES|NKiB|NMiB",
+               "Segment size of the tasks this supernode creates: each segment is a torrent "
+               "of its own, published as soon as it is fetched (64KiB..16GiB).",
+               "64MiB"),
+           opt("seed-lease", "MS",
+               "Milliseconds a fetching task's seeder may go without renewing its lease "
+               "before the leader takes the fetch over (500..600000).",
+               "6000"),
        },
        "Runs until SIGINT or SIGTERM. Logs to stderr. A cluster of 3 or 5 members keeps\n"
        "serving while a majority is up: writes and consistent reads need a majority; peer\n"
@@ -68,6 +81,8 @@ const std::vector<CommandSpec>& command_specs() {
        "Runs until SIGINT or SIGTERM. Waits up to a minute at startup while no supernode can\n"
        "answer. Requests go to one supernode and move to another when it fails (the user sees\n"
        "no error while a majority of the cluster is up); announces go to every supernode.\n"
+       "The certificate from the supernodes is renewed when two thirds of its lifetime have\n"
+       "passed; a revoked node's renewal is refused and it stops working when it expires.\n"
        "The local API is HTTP over the unix socket, e.g.\n"
        "  curl --unix-socket /run/starling/peer.sock http://localhost/v1/tasks"},
       {"get",

@@ -19,6 +19,7 @@
 #include "cli/get.h"
 #include "cli/report.h"
 #include "crypto/keys.h"
+#include "crypto/renewal.h"
 #include "crypto/x509.h"
 #include "mesh/rpc.h"
 #include "origin/http_origin.h"
@@ -79,6 +80,47 @@ int run_supernode(const ParsedArgs& args) {
     config.id = raft::NodeId{id};
   } else if (args.has("id") && args.get("id") != "1") {
     return usage("supernode: --id needs --members");
+  }
+  if (args.has("cert-lifetime")) {
+    auto lifetime = crypto::parse_cert_lifetime(args.get("cert-lifetime"));
+    if (!lifetime) return usage("supernode: --cert-lifetime: " + lifetime.error().message);
+    config.cert_lifetime = *lifetime;
+  }
+  {
+    // --segment-size BYTES|NKiB|NMiB and --seed-lease MS.
+    auto number = [](std::string text, int64_t& out) {
+      int64_t unit = 1;
+      for (auto [suffix, mult] :
+           {std::pair{"KiB", int64_t{1} << 10}, std::pair{"MiB", int64_t{1} << 20}}) {
+        const std::string sfx = suffix;
+        if (text.size() > sfx.size() &&
+            text.compare(text.size() - sfx.size(), sfx.size(), sfx) == 0) {
+          text.resize(text.size() - sfx.size());
+          unit = mult;
+        }
+      }
+      int64_t v = 0;
+      auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+      if (text.empty() || ec != std::errc() || end != text.data() + text.size() || v <= 0 ||
+          v > (int64_t{1} << 34) / unit) {
+        return false;
+      }
+      out = v * unit;
+      return true;
+    };
+    int64_t v = 0;
+    if (args.has("segment-size")) {
+      if (!number(args.get("segment-size"), v) || v < (int64_t{64} << 10)) {
+        return usage("supernode: --segment-size must be 64KiB..16GiB (e.g. 8MiB)");
+      }
+      config.segment_size = v;
+    }
+    if (args.has("seed-lease")) {
+      if (!number(args.get("seed-lease"), v) || v < 500 || v > 600000) {
+        return usage("supernode: --seed-lease must be 500..600000 milliseconds");
+      }
+      config.seed_lease_timeout = std::chrono::milliseconds(v);
+    }
   }
   const sigset_t stop = block_stop_signals();
   auto node = supernode::Supernode::start(config);

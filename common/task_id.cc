@@ -96,4 +96,12 @@ Result<TaskId> derive_task_id(const TaskKey& key) {
   return TaskId(to_hex(out, sizeof out));
 }
 
+TaskId segment_torrent_id(const TaskId& task, int64_t index) {
+  const std::string material =
+      "starling-segment-v1\ntask " + task.get() + "\nindex " + std::to_string(index);
+  uint8_t out[crypto_hash_sha256_BYTES];
+  crypto_hash_sha256(out, reinterpret_cast<const uint8_t*>(material.data()), material.size());
+  return TaskId(to_hex(out, sizeof out));
+}
+
 }  // namespace starling

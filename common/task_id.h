@@ -5,6 +5,7 @@
 // filtered query parameters removed, plus an optional tag.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -45,5 +46,10 @@ std::string filter_url(std::string_view url, const std::vector<std::string>& fil
 
 // 64 lowercase hex characters: SHA-256 over a domain-separated encoding of the key.
 Result<TaskId> derive_task_id(const TaskKey& key);
+
+// The id under which segment `index` (>= 0) of `task` is a torrent of its own (the engine keys
+// torrents by it; ARCHITECTURE §3): 64 lowercase hex, SHA-256 over a domain-separated encoding,
+// so it never equals a task id or another segment's id.
+TaskId segment_torrent_id(const TaskId& task, int64_t index);
 
 }  // namespace starling

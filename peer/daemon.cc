@@ -20,9 +20,11 @@
 #include "crypto/hash.h"
 #include "crypto/keys.h"
 #include "crypto/mesh_auth.h"
+#include "crypto/renewal.h"
 #include "crypto/x509.h"
 #include "peer/api/local_api.h"
 #include "peer/engine/torrent_engine.h"
+#include "peer/segments.h"
 
 namespace starling::peer {
 namespace {
@@ -37,6 +39,16 @@ constexpr auto kAnnounceWhileSeeding = 5s;
 // state machine applies the registration a little later. Until then task.unknown means "not
 // yet", not "no such task".
 constexpr auto kUnknownTaskGrace = 10s;
+// Enroll's answer for a revoked node (supernode/service.h kErrEnrollRevoked): renewal is over.
+constexpr char kErrEnrollRevoked[] = "enroll.revoked";
+// While the supernode is still fetching, GetTask is polled this often so each new segment is
+// added as soon as it is published (pipelining); polling stops once the task is ready.
+constexpr auto kPollWhileFetching = 300ms;
+// How often the worker looks at its torrents (completion, errors, progress for the API).
+constexpr auto kWorkerTick = 100ms;
+// With segments already downloading, GetTask failing this long in a row (no member can
+// answer) fails the task; a shorter outage (a leader election) only delays new segments.
+constexpr auto kSupernodeOutage = 120s;
 
 int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(
@@ -46,8 +58,18 @@ int64_t unix_now() {
 
 json error_json(const Error& e) { return {{"code", e.code}, {"message", e.message}}; }
 
+// One segment of a task as the API shows it.
+struct SegmentState {
+  int64_t index = 0;
+  int64_t size = 0;
+  int64_t done_bytes = 0;
+  bool complete = false;
+};
+
 // What the local API reports for a task. States: registering → fetching (the supernode is
-// fetching from the origin) → downloading → verifying → done, or failed.
+// fetching from the origin, no segment published yet) → downloading (segments are being
+// downloaded, possibly while the supernode still fetches later ones) → verifying → done, or
+// failed; "removing" after DELETE until the worker has cleaned up.
 struct Task {
   TaskId id;
   std::string url;
@@ -58,11 +80,14 @@ struct Task {
 
   std::chrono::steady_clock::time_point registered_at;
   std::string state = "registering";
+  std::string source_state;  // the supernode's task state at the last GetTask answer
   std::optional<Error> error;
-  std::string sha256;  // of the whole content, as published by the supernode
-  std::string path;    // the cached content, once done
-  int64_t total_bytes = 0;
-  TorrentProgress progress;
+  std::string sha256;        // of the whole content, as published by the supernode
+  std::string path;          // the cached content, once done
+  int64_t total_bytes = 0;   // the content's size once known, else the published segments'
+  TorrentProgress progress;  // summed over the segments (num_peers: the most of any segment)
+  std::vector<SegmentState> segments;
+  bool removed = false;  // DELETE asked the worker to drop the task
 };
 
 json task_json(const Task& t) {
@@ -77,6 +102,15 @@ json task_json(const Task& t) {
   if (!t.sha256.empty()) j["sha256"] = t.sha256;
   if (!t.path.empty()) j["path"] = t.path;
   if (t.error) j["error"] = error_json(*t.error);
+  if (!t.source_state.empty()) j["source_state"] = t.source_state;
+  json segments = json::array();
+  for (const auto& s : t.segments) {
+    segments.push_back({{"index", s.index},
+                        {"size", s.size},
+                        {"done_bytes", s.done_bytes},
+                        {"complete", s.complete}});
+  }
+  j["segments"] = std::move(segments);
   return j;
 }
 
@@ -99,7 +133,8 @@ class Daemon final : public PeerDaemon {
     }
     cv_.notify_all();
     if (pool_) pool_->stop();  // calls waiting for a supernode give up
-    api_.reset();              // no new tasks
+    if (renewer_.joinable()) renewer_.join();
+    api_.reset();  // no new tasks
     std::vector<std::thread> workers;
     {
       std::lock_guard lock(mu_);
@@ -152,6 +187,9 @@ class Daemon final : public PeerDaemon {
     if (auto info = crypto::verify_leaf(ca_pem_, cert_pem_, unix_now()); !info) {
       return make_error(kErrTask,
                         "certificate from the supernode is invalid: " + info.error().message);
+    } else {
+      cert_not_before_ = info->not_before;
+      cert_not_after_ = info->not_after;
     }
     // Every later call (RegisterTask, GetTask, Announce) needs the certificate as this
     // node's handshake payload: the pool redials every member with it.
@@ -177,10 +215,105 @@ class Daemon final : public PeerDaemon {
               << pool_->current().str() << " (cluster " << supernode_list() << "); data "
               << config_.listen_ip << ":" << engine_->ssl_port() << "; api " << config_.socket_path
               << "\n";
+    renewer_ = std::thread([this] { renew_certificates(); });
     return {};
   }
 
  private:
+  // Certificate renewal (issue 5 item 1), on renewer_. Re-enrols with the same key when two
+  // thirds of the leaf's validity have passed (crypto::renew_at), and retries with backoff
+  // (crypto::renewal_retry_delay) while that fails; Enroll needs no valid certificate, so it
+  // goes on after expiry too. A new leaf goes to the pool (new sessions present it; sessions
+  // made with the old one are dropped before their next use, so no call runs on a leaf about
+  // to expire) and to the engine (new data connections). A refusal (the node was revoked) is
+  // final: logged once, and the node keeps working until its leaf expires.
+  void renew_certificates() {
+    int failures = 0;
+    int64_t due = 0, not_after = 0;
+    {
+      std::lock_guard lock(mu_);
+      due = crypto::renew_at(cert_not_before_, cert_not_after_);
+      not_after = cert_not_after_;
+    }
+    while (sleep_until_unix(due)) {
+      auto renewed = renew_certificate();
+      const int64_t now = unix_now();
+      std::lock_guard lock(mu_);
+      if (renewed) {
+        failures = 0;
+        due = crypto::renew_at(cert_not_before_, cert_not_after_);
+        not_after = cert_not_after_;
+        continue;
+      }
+      if (renewed.error().code == kErrPoolStopped) return;
+      if (renewed.error().code == kErrEnrollRevoked) {
+        renewal_refused_ = renewed.error();
+        std::cerr << "peer: certificate renewal refused: " << renewed.error().message
+                  << "; this node's calls and data connections stop when its certificate "
+                  << (now < not_after ? "expires in " + std::to_string(not_after - now) + " s"
+                                      : "has expired")
+                  << "\n";
+        return;
+      }
+      ++failures;
+      std::cerr << "peer: certificate renewal failed (attempt " << failures
+                << "): " << renewed.error().message << "\n";
+      due = now + crypto::renewal_retry_delay(failures, now, not_after).count();
+    }
+  }
+
+  // One re-enrolment with any member; on success every user of the leaf has the new one.
+  Status renew_certificate() {
+    auto enrolled = pool_->call("Enroll", {{"public_key", node_id_.get()}, {"role", "peer"}});
+    if (!enrolled) return enrolled.error();
+    if (!enrolled->contains("cert_pem") || !(*enrolled)["cert_pem"].is_string()) {
+      return make_error(kErrTask, "supernode sent no certificate");
+    }
+    std::string cert = (*enrolled)["cert_pem"].get<std::string>();
+    auto info = crypto::verify_leaf(ca_pem_, cert, unix_now());
+    if (!info) {
+      return make_error(
+          kErrTask, "renewed certificate from the supernode is invalid: " + info.error().message);
+    }
+    if (info->node.get() != node_id_.get()) {
+      return make_error(kErrTask, "renewed certificate is for node " + info->node.get());
+    }
+    pool_->set_payload(cert);
+    if (auto st = engine_->set_certificate(cert, crypto::ed25519_private_key_pem(key_)); !st) {
+      return st.error();
+    }
+    std::lock_guard lock(mu_);
+    cert_pem_ = std::move(cert);
+    cert_not_before_ = info->not_before;
+    cert_not_after_ = info->not_after;
+    std::cerr << "peer: certificate renewed, valid for " << info->not_after - info->not_before
+              << " s\n";
+    return {};
+  }
+
+  // Sleeps until unix time `t` (re-reading the wall clock at least every minute); false when
+  // the daemon stops first.
+  bool sleep_until_unix(int64_t t) {
+    std::unique_lock lock(mu_);
+    while (!stopping_) {
+      const int64_t left = t - unix_now();
+      if (left <= 0) return true;
+      cv_.wait_for(lock, std::chrono::seconds(std::min<int64_t>(left, 60)));
+    }
+    return false;
+  }
+
+  // A supernode refused this node's certificate after its renewal was refused: say why, since
+  // "enrol first (certificate expired)" alone would not.
+  Error with_renewal_context(Error e) {
+    std::lock_guard lock(mu_);
+    if (renewal_refused_ && e.code == "rpc.unauthenticated" &&
+        e.message.find("revoked") == std::string::npos) {
+      e.message += "; certificate renewal refused: " + renewal_refused_->message;
+    }
+    return e;
+  }
+
   // "A:P,B:P,C:P": every member, as configured.
   std::string supernode_list() const {
     std::string list;
@@ -205,6 +338,8 @@ class Daemon final : public PeerDaemon {
       }
       return reply(200, task_json(*it->second));
     }
+    if (method == "DELETE" && target.starts_with("/v1/tasks/"))
+      return remove_task(target.substr(10));
     if (method == "GET" && target == "/v1/status") {
       std::lock_guard lock(mu_);
       json members = json::array();
@@ -246,7 +381,7 @@ class Daemon final : public PeerDaemon {
     if (auto ok = validate_url(task->url); !ok) return error_reply(400, ok.error());
 
     auto registered = pool_->call("RegisterTask", params);
-    if (!registered) return error_reply(502, registered.error());
+    if (!registered) return error_reply(502, with_renewal_context(registered.error()));
     if (!registered->contains("task_id") || !(*registered)["task_id"].is_string()) {
       return error_reply(502, make_error(kErrTask, "supernode answered without a task id"));
     }
@@ -256,6 +391,10 @@ class Daemon final : public PeerDaemon {
     std::lock_guard lock(mu_);
     if (stopping_) return error_reply(503, make_error(kErrTask, "daemon is stopping"));
     auto it = tasks_.find(task->id.get());
+    if (it != tasks_.end() && it->second->state == "removing") {
+      return error_reply(
+          409, make_error(kErrTask, "task " + task->id.get() + " is being removed; try again"));
+    }
     if (it != tasks_.end() && it->second->state != "failed") {
       return reply(200, {{"task_id", task->id.get()}});  // already running or done: share it
     }
@@ -264,10 +403,40 @@ class Daemon final : public PeerDaemon {
     return reply(200, {{"task_id", task->id.get()}});
   }
 
+  // DELETE /v1/tasks/<id>: drops the task, its torrents and its files. A running worker does
+  // the cleanup (it owns the torrents); a failed task's worker has ended, so it is done here.
+  HttpReply remove_task(const std::string& id) {
+    std::shared_ptr<Task> task;
+    {
+      std::lock_guard lock(mu_);
+      auto it = tasks_.find(id);
+      if (it == tasks_.end()) return error_reply(404, make_error(kErrUnknownTask, "no task " + id));
+      task = it->second;
+      if (task->state != "failed") {
+        task->removed = true;
+        task->state = "removing";
+        cv_.notify_all();
+        return reply(200, {{"task_id", id}, {"removed", true}});
+      }
+      tasks_.erase(it);
+    }
+    std::error_code ec;
+    fs::remove_all(task_dir(task->id), ec);
+    return reply(200, {{"task_id", id}, {"removed", true}});
+  }
+
+  std::string task_dir(const TaskId& id) const { return config_.data_dir + "/tasks/" + id.get(); }
+
   // Sleeps for `d` unless the daemon stops first; returns false when stopping.
   bool wait(std::chrono::milliseconds d) {
     std::unique_lock lock(mu_);
     return !cv_.wait_for(lock, d, [this] { return stopping_; });
+  }
+
+  // Sleeps for `d` unless the daemon stops or the task is removed; false then.
+  bool wait_task(const Task& task, std::chrono::milliseconds d) {
+    std::unique_lock lock(mu_);
+    return !cv_.wait_for(lock, d, [&] { return stopping_ || task.removed; });
   }
 
   void fail(const std::shared_ptr<Task>& task, Error e) {
@@ -278,94 +447,194 @@ class Daemon final : public PeerDaemon {
     task->error = std::move(e);
   }
 
+  // One segment this node downloads and then seeds (engine key segment_torrent_id(task, i),
+  // file tasks/<task>/seg-<i>). Owned by the task's worker thread.
+  struct SegmentDownload {
+    int64_t index = 0;
+    int64_t size = 0;
+    TaskId torrent;
+    std::string path;
+    TorrentProgress progress;
+    bool complete = false;
+  };
+  using Segments = std::map<int64_t, SegmentDownload>;
+  // Which segment torrents each announced data endpoint has been connected to.
+  using Connected = std::map<std::pair<std::string, uint16_t>, std::set<int64_t>>;
+
+  // The task's worker: polls GetTask while the supernode fetches, adds every newly published
+  // segment at once, announces and connects peers per segment, assembles and verifies the
+  // content once the task is ready and every segment is complete, then keeps seeding.
   void run_task(const std::shared_ptr<Task>& task) {
     const std::string id = task->id.get();
-    // 1. Wait until the supernode has fetched, hashed and is seeding the content.
-    json info;
+    const std::string dir = task_dir(task->id);
+    Segments segments;
+    Connected connected;
+    std::optional<PublishedTask> ready;  // the answer that said "ready": the final segment list
+    auto last_answer = std::chrono::steady_clock::now();
+    auto next_poll = last_answer;
+    auto next_announce = last_answer;
+    bool announce_now = false;
+    bool done = false;
+    bool outage_logged = false;
+    auto give_up = [&](Error e) {
+      drop_segments(segments);
+      fail(task, std::move(e));
+    };
     while (true) {
-      auto got = pool_->call("GetTask", {{"task_id", id}});
-      if (!got && got.error().code == kErrUnknownTask &&
-          std::chrono::steady_clock::now() - task->registered_at < kUnknownTaskGrace) {
-        if (!wait(200ms)) return;  // the member that answered is behind: ask again
-        continue;
+      {
+        std::lock_guard lock(mu_);
+        if (stopping_) return;
+        if (task->removed) break;
       }
-      if (!got) return fail(task, got.error());
-      info = *got;
-      const std::string state = info.value("state", "");
-      if (state == "ready") break;
-      if (state == "failed") {
-        const json e = info.value("error", json::object());
-        return fail(task,
-                    make_error(e.value("code", kErrTask),
-                               e.value("message", "the supernode could not fetch " + task->url)));
+      const auto now = std::chrono::steady_clock::now();
+      // 1. Learn newly published segments (pipelining) until the task is ready.
+      if (!ready && now >= next_poll) {
+        next_poll = now + kPollWhileFetching;
+        auto got = pool_->call("GetTask", {{"task_id", id}});
+        if (!got) {
+          const Error& e = got.error();
+          if (e.code == kErrPoolStopped) return;
+          const bool young = now - task->registered_at < kUnknownTaskGrace;
+          const bool outage =
+              !segments.empty() && is_retryable(e) && now - last_answer < kSupernodeOutage;
+          if (!(e.code == kErrUnknownTask && young) && !outage) return give_up(e);
+          if (outage && !outage_logged) {
+            outage_logged = true;
+            std::cerr << "peer: task " << id.substr(0, 16)
+                      << ": no supernode answers GetTask, segments keep downloading: " << e.message
+                      << "\n";
+          }
+        } else {
+          last_answer = now;
+          outage_logged = false;
+          auto info = parse_get_task(*got);
+          if (!info) return give_up(info.error());
+          if (info->error) return give_up(*info->error);
+          for (const auto& s : info->segments) {
+            if (segments.count(s.index) != 0) continue;
+            auto added = add_segment(*task, dir, s);
+            if (!added) return give_up(added.error());
+            segments.emplace(s.index, std::move(*added));
+            announce_now = true;  // learn who has it, at once
+          }
+          std::lock_guard lock(mu_);
+          task->source_state = info->state;
+          if (task->state == "registering" || task->state == "fetching") {
+            task->state = segments.empty() && info->state != "ready" ? "fetching" : "downloading";
+          }
+          if (info->state == "ready") {
+            task->sha256 = info->sha256;
+            ready = std::move(*info);
+          }
+        }
+      }
+
+      // 2. Progress of every segment torrent.
+      TorrentProgress sum;
+      sum.state = TorrentState::kDownloading;
+      std::vector<SegmentState> shown;
+      bool all_complete = true;
+      for (auto& [index, seg] : segments) {
+        auto p = engine_->progress(seg.torrent);
+        if (!p) return give_up(p.error());
+        if (p->state == TorrentState::kError) {
+          return give_up(make_error(
+              kErrTask, "download of segment " + std::to_string(index) + " failed: " + p->error));
+        }
+        seg.progress = *p;
+        if (p->state == TorrentState::kSeeding && !seg.complete) {
+          seg.complete = true;
+          announce_now = true;  // peers may fetch it from us now
+        }
+        all_complete = all_complete && seg.complete;
+        sum.total_bytes += seg.size;
+        sum.done_bytes += seg.complete ? seg.size : p->done_bytes;
+        sum.downloaded_bytes += p->downloaded_bytes;
+        sum.uploaded_bytes += p->uploaded_bytes;
+        sum.num_peers = std::max(sum.num_peers, p->num_peers);
+        shown.push_back({index, seg.size, seg.complete ? seg.size : p->done_bytes, seg.complete});
       }
       {
         std::lock_guard lock(mu_);
-        task->state = "fetching";
+        task->progress = sum;
+        task->total_bytes = ready ? *ready->size : sum.total_bytes;
+        task->segments = std::move(shown);
       }
-      if (!wait(200ms)) return;
+
+      // 3. Announce (every peer learns which segments we have) and connect.
+      if (!segments.empty() && (announce_now || now >= next_announce)) {
+        announce(*task, segments, sum, ready ? *ready->size : 0, connected);
+        announce_now = false;
+        next_announce = now + (done ? kAnnounceWhileSeeding : kAnnounceWhileDownloading);
+      }
+
+      // 4. Ready and every segment here: one content file, checked end to end.
+      if (ready && all_complete && !done) {
+        done = true;
+        if (!finish(task, segments, *ready)) return drop_segments(segments);
+        next_announce = std::chrono::steady_clock::now();
+      }
+      (void)wait_task(*task, kWorkerTick);  // stopping or removed: the loop head decides
     }
 
-    // 2. Download the torrent the supernode published.
-    auto metainfo = crypto::base64_decode(info.value("metainfo", ""));
-    if (!metainfo) {
-      return fail(task, make_error(kErrTask, "supernode sent metainfo that is not base64"));
+    // DELETE: the torrents and the files go; the task leaves the table.
+    drop_segments(segments);
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+    std::lock_guard lock(mu_);
+    auto it = tasks_.find(id);
+    if (it != tasks_.end() && it->second == task) tasks_.erase(it);
+    std::cerr << "peer: task " << id.substr(0, 16) << " removed\n";
+  }
+
+  // Adds segment `s` to the engine as a download into tasks/<task>/seg-<i>. A torrent already
+  // in the engine under that key (this task registered again after a failure) is kept.
+  Result<SegmentDownload> add_segment(const Task& task, const std::string& dir,
+                                      const PublishedSegment& s) {
+    auto size = check_metainfo(s.metainfo);
+    if (!size) return size.error();
+    if (*size != s.size) {
+      return make_error(kErrTask, "segment " + std::to_string(s.index) + " metainfo holds " +
+                                      std::to_string(*size) + " bytes, not " +
+                                      std::to_string(s.size));
     }
-    auto size = check_metainfo(*metainfo);
-    if (!size) return fail(task, size.error());
-    const std::string dir = config_.data_dir + "/tasks/" + id;
     std::error_code ec;
     fs::create_directories(dir, ec);
-    if (ec) return fail(task, make_error(kErrTask, "cannot create " + dir + ": " + ec.message()));
-    const std::string content = dir + "/content";
-    {
-      std::lock_guard lock(mu_);
-      task->state = "downloading";
-      task->total_bytes = *size;
-      task->sha256 = info.value("sha256", "");
-    }
-    if (auto added = engine_->add_download(task->id, *metainfo, content); !added) {
-      return fail(task, added.error());
-    }
-
-    // 3. Announce and connect to the peers the scheduler suggests until complete.
-    std::set<std::pair<std::string, uint16_t>> connected;
-    bool complete = false;
-    auto next_announce = std::chrono::steady_clock::now();
-    while (true) {
-      auto progress = engine_->progress(task->id);
-      if (!progress) return fail(task, progress.error());
-      if (progress->state == TorrentState::kError) {
-        return fail(task, make_error(kErrTask, "download failed: " + progress->error));
-      }
-      {
-        std::lock_guard lock(mu_);
-        task->progress = *progress;
-      }
-      const bool done = progress->state == TorrentState::kSeeding;
-      if (std::chrono::steady_clock::now() >= next_announce || (done && !complete)) {
-        announce(task, *progress, connected);
-        next_announce = std::chrono::steady_clock::now() +
-                        (done ? kAnnounceWhileSeeding : kAnnounceWhileDownloading);
-      }
-      if (done && !complete) {
-        complete = true;
-        if (!verify(task, content)) return;
-      }
-      if (!wait(200ms)) return;
+    if (ec) return make_error(kErrTask, "cannot create " + dir + ": " + ec.message());
+    SegmentDownload seg{s.index,
+                        s.size,
+                        segment_torrent_id(task.id, s.index),
+                        dir + "/seg-" + std::to_string(s.index),
+                        {},
+                        false};
+    // libtorrent removes torrents asynchronously: right after a failed run's removal the same
+    // torrent may still be there for a moment ("duplicate torrent").
+    for (int attempt = 0;; ++attempt) {
+      Status added = engine_->add_download(seg.torrent, s.metainfo, seg.path);
+      if (added) return seg;
+      if (engine_->progress(seg.torrent)) return seg;  // already ours
+      if (attempt == 20 || !wait(100ms)) return added.error();
     }
   }
 
-  void announce(const std::shared_ptr<Task>& task, const TorrentProgress& p,
-                std::set<std::pair<std::string, uint16_t>>& connected) {
+  void drop_segments(const Segments& segments) {
+    for (const auto& [index, seg] : segments) (void)engine_->remove(seg.torrent);
+  }
+
+  void announce(const Task& task, const Segments& segments, const TorrentProgress& p,
+                int64_t total_bytes, Connected& connected) {
+    json have = json::array();
+    for (const auto& [index, seg] : segments) have.push_back(index);
     // Every supernode keeps its own swarm registry: announce to all, connect to the union.
-    auto peers = pool_->call_all("Announce", {{"task_id", task->id.get()},
+    // total_bytes stays 0 until the size is known, so nobody takes us for a whole seed early.
+    auto peers = pool_->call_all("Announce", {{"task_id", task.id.get()},
                                               {"node_id", node_id_.get()},
                                               {"ip", config_.listen_ip},
                                               {"port", engine_->ssl_port()},
                                               {"done_bytes", p.done_bytes},
-                                              {"total_bytes", p.total_bytes},
-                                              {"uploaded_bytes", p.uploaded_bytes}});
+                                              {"total_bytes", total_bytes},
+                                              {"uploaded_bytes", p.uploaded_bytes},
+                                              {"segments", std::move(have)}});
     if (!peers) {
       if (peers.error().code != kErrPoolStopped) {
         std::cerr << "peer: announce failed: " << peers.error().message << "\n";
@@ -378,34 +647,70 @@ class Daemon final : public PeerDaemon {
       const std::string ip = entry.value("ip", "");
       const auto port = entry.value("port", 0);
       if (ip.empty() || port <= 0 || port > 65535) continue;
-      auto key = std::make_pair(ip, static_cast<uint16_t>(port));
-      if (!connected.insert(key).second) continue;
-      (void)engine_->connect_peer(task->id, Endpoint{ip, key.second});
+      auto& done_with = connected[{ip, static_cast<uint16_t>(port)}];
+      const Endpoint endpoint{ip, static_cast<uint16_t>(port)};
+      auto listed = entry.find("segments");
+      auto connect = [&](const SegmentDownload& seg) {
+        // A segment we still lack: (re)connect on every announce (libtorrent ignores a peer it
+        // is connected to; one that dropped, e.g. a seeder that moved, is tried again). One we
+        // have: once, so the peer can take it from us even before it dials us itself.
+        if (seg.complete && !done_with.insert(seg.index).second) return;
+        (void)engine_->connect_peer(seg.torrent, endpoint);
+      };
+      if (listed == entry.end() || !listed->is_array()) {
+        for (const auto& [index, seg] : segments) connect(seg);  // no segment list: try all
+        continue;
+      }
+      for (const auto& v : *listed) {
+        if (!v.is_number_integer()) continue;
+        auto it = segments.find(v.get<int64_t>());
+        if (it != segments.end()) connect(it->second);
+      }
     }
   }
 
-  // End-to-end check of the whole content against what the supernode hashed at the origin
-  // (and so against --digest, which the supernode enforced).
-  bool verify(const std::shared_ptr<Task>& task, const std::string& content) {
+  // Assembles the segments into tasks/<task>/content and checks it end to end against what
+  // the supernode hashed at the origin (and so against --digest, which it enforced) and
+  // against the user's digest. The file is published only after the checks pass.
+  bool finish(const std::shared_ptr<Task>& task, const Segments& segments,
+              const PublishedTask& info) {
     {
       std::lock_guard lock(mu_);
       task->state = "verifying";
+    }
+    const std::string dir = task_dir(task->id);
+    std::error_code ec;
+    fs::create_directories(dir, ec);  // empty content: no segment created it
+    std::vector<std::string> parts;
+    for (const auto& [index, seg] : segments) parts.push_back(seg.path);
+    const std::string content = dir + "/content";
+    if (Status st = assemble_segments(parts, content); !st) {
+      fail(task, st.error());
+      return false;
+    }
+    const auto size = fs::file_size(content, ec);
+    if (ec || static_cast<int64_t>(size) != *info.size) {
+      fail(task, make_error(kErrTask, "assembled content is " + std::to_string(size) +
+                                          " bytes, the origin's is " + std::to_string(*info.size)));
+      fs::remove(content, ec);
+      return false;
     }
     auto sum = crypto::sha256_file(content);
     if (!sum) {
       fail(task, sum.error());
       return false;
     }
-    if (*sum != task->sha256 || (task->digest && task->digest->hex != *sum)) {
+    if (*sum != info.sha256 || (task->digest && task->digest->hex != *sum)) {
       fail(task, make_error(kErrTask, "content hash sha256:" + *sum +
-                                          " differs from the origin's sha256:" + task->sha256));
+                                          " differs from the origin's sha256:" + info.sha256));
+      fs::remove(content, ec);
       return false;
     }
     std::lock_guard lock(mu_);
     task->state = "done";
     task->path = content;
-    std::cerr << "peer: task " << task->id.get().substr(0, 16) << " done (" << task->total_bytes
-              << " bytes)\n";
+    std::cerr << "peer: task " << task->id.get().substr(0, 16) << " done (" << *info.size
+              << " bytes, " << segments.size() << " segments)\n";
     return true;
   }
 
@@ -413,7 +718,11 @@ class Daemon final : public PeerDaemon {
   crypto::Ed25519KeyPair key_;
   NodeId node_id_;
   std::string ca_pem_;
-  std::string cert_pem_;
+  std::string cert_pem_;                  // guarded by mu_ once renewer_ runs
+  int64_t cert_not_before_ = 0;           // guarded by mu_ once renewer_ runs
+  int64_t cert_not_after_ = 0;            // guarded by mu_ once renewer_ runs
+  std::optional<Error> renewal_refused_;  // guarded by mu_
+  std::thread renewer_;                   // renew_certificates(); joined by the destructor
 
   std::unique_ptr<SupernodePool> pool_;  // set by init(); thread-safe
   std::unique_ptr<TorrentEngine> engine_;

@@ -5,8 +5,9 @@
 // RegisterTask and GetTask go to one member and move to another when it fails, Announce
 // goes to every member, so a supernode failure is not the user's while a majority is alive.
 //
-// Threads: the local API's connection threads, one worker thread per task (registration,
-// waiting for the supernode's seed, announcing and connecting peers, final verification),
+// Threads: the local API's connection threads, one worker thread per task (polling GetTask
+// while the supernode fetches, adding each published segment torrent at once, announcing and
+// connecting peers per segment, assembling and verifying the content; peer/README.md),
 // libtorrent's own threads inside the engine. Shared state (the task table) is guarded by one
 // mutex; the SupernodePool is thread-safe itself.
 #pragma once

@@ -14,10 +14,11 @@ namespace starling::supernode {
 struct Candidate {
   NodeId node;
   std::string ip;
-  uint16_t port = 0;           // SSL data port
-  int64_t done_bytes = 0;      // verified bytes it holds
-  int64_t uploaded_bytes = 0;  // its upload so far: a proxy for its load
-  bool seed = false;           // holds the whole content
+  uint16_t port = 0;              // SSL data port
+  int64_t done_bytes = 0;         // verified bytes it holds
+  int64_t uploaded_bytes = 0;     // its upload so far: a proxy for its load
+  bool seed = false;              // holds the whole content
+  std::vector<int64_t> segments;  // segment indices it has added (carried through unchanged)
   bool operator==(const Candidate&) const = default;
 };
 
@@ -26,6 +27,8 @@ struct Candidate {
 //  - more done_bytes first (they hold pieces the requester lacks);
 //  - then fewer uploaded_bytes (less loaded);
 //  - then node id ascending, so equal candidates come out in a stable order.
+// Each candidate comes out unchanged (endpoint, seed flag, segment list): the requester
+// connects to it for the segments it lists.
 std::vector<Candidate> rank(const NodeId& requester, std::vector<Candidate> candidates,
                             size_t limit);
 

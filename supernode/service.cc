@@ -3,15 +3,20 @@
 #include <arpa/inet.h>
 #include <sodium.h>
 
+#include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cstdarg>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <functional>
 #include <limits>
 
 #include "common/hex.h"
 #include "common/task_id.h"
 #include "crypto/base64.h"
+#include "crypto/hash.h"
 #include "crypto/x509.h"
 #include "mesh/rpc.h"
 #include "supernode/fetch/origin_fetch.h"
@@ -233,15 +238,21 @@ void SupernodeService::stop() {
     std::lock_guard lock(workers_mu_);
     stopping_ = true;
     abort_ = true;
+    for (auto& w : workers_) w.abort = true;
     workers.swap(workers_);
   }
+  if (lease_watch_.joinable()) lease_watch_.join();
   for (auto& w : workers) {
     if (w.thread.joinable()) w.thread.join();
   }
 }
 
-std::string SupernodeService::content_path(const TaskId& task) const {
-  return (fs::path(config_.data_dir) / "tasks" / task.get() / "content").string();
+std::string SupernodeService::task_dir(const TaskId& task) const {
+  return (fs::path(config_.data_dir) / "tasks" / task.get()).string();
+}
+
+std::string SupernodeService::segment_path(const TaskId& task, int64_t index) const {
+  return (fs::path(task_dir(task)) / ("seg-" + std::to_string(index))).string();
 }
 
 void SupernodeService::resume() {
@@ -252,6 +263,7 @@ void SupernodeService::resume() {
     resume_tasks();
     w.done = true;
   });
+  if (!lease_watch_.joinable()) lease_watch_ = std::thread([this] { watch_leases(); });
 }
 
 void SupernodeService::resume_tasks() {
@@ -265,31 +277,41 @@ void SupernodeService::resume_tasks() {
     const char* id = t.task_id.get().c_str();
     if (t.seeder != node_id_.get()) continue;  // another member fetches and seeds it
     if (t.state == tracker::TaskState::kFetching) {
-      log_line("task %s: origin fetch interrupted by a restart; marking failed", id);
-      fail_task(t.task_id, make_error(kErrInterrupted,
-                                      "the origin fetch was interrupted by a supernode restart; "
-                                      "register the task again"));
+      // Our lease is not renewed while we were down: the leader hands the fetch over (to us
+      // again if we lead) once it expires, and the new holder resumes after the published
+      // segments. Taking it back here without a new epoch could race that takeover.
+      log_line("task %s: origin fetch interrupted by a restart; the leader will hand it over", id);
       continue;
     }
     if (t.state != tracker::TaskState::kReady) continue;
-    std::string path = content_path(t.task_id);
-    std::error_code ec;
-    auto size = fs::file_size(path, ec);
-    // TODO: re-hash on start (or keep a verified marker); the size check catches a missing or
-    // truncated file, not a corrupted one (peers would still reject its pieces).
-    if (ec || size != static_cast<uintmax_t>(t.size)) {
-      log_line("task %s: content %s missing or wrong size; marking failed", id, path.c_str());
-      fail_task(t.task_id, make_error(kErrContentMissing,
-                                      "the supernode lost the content of "
-                                      "this task; register the task again"));
+    bool missing = false;
+    for (const auto& seg : t.segments) {
+      std::error_code ec;
+      const std::string path = segment_path(t.task_id, seg.index);
+      auto size = fs::file_size(path, ec);
+      // TODO: re-hash on start (or keep a verified marker); the size check catches a missing or
+      // truncated file, not a corrupted one (peers would still reject its pieces).
+      if (ec || size != static_cast<uintmax_t>(seg.size)) {
+        log_line("task %s: segment %s missing or wrong size; marking failed", id, path.c_str());
+        missing = true;
+        break;
+      }
+      if (Status st =
+              engine_.add_seed(segment_torrent_id(t.task_id, seg.index), seg.metainfo, path);
+          !st.ok()) {
+        log_line("task %s: re-seeding segment %lld failed: %s", id,
+                 static_cast<long long>(seg.index), st.error().message.c_str());
+      }
+    }
+    if (missing) {
+      fail_task(t.task_id,
+                make_error(kErrContentMissing,
+                           "the supernode lost the content of this task; register the task again"),
+                std::nullopt);
       continue;
     }
-    Status st = engine_.add_seed(t.task_id, t.metainfo, path);
-    if (!st.ok()) {
-      log_line("task %s: re-seeding failed: %s", id, st.error().message.c_str());
-      continue;
-    }
-    log_line("task %s: seeding (resumed, %lld bytes)", id, static_cast<long long>(t.size));
+    log_line("task %s: seeding (resumed, %lld bytes in %zu segments)", id,
+             static_cast<long long>(t.size), t.segments.size());
   }
 }
 
@@ -399,12 +421,12 @@ Result<json> SupernodeService::enroll(const mesh::RemotePeer& from, const json& 
   if (*revoked) return make_error(kErrEnrollRevoked, revoked_message(node, **revoked));
   const int64_t now = unix_now();
   auto leaf = crypto::issue_leaf(config_.ca_key, config_.ca_pem, pk, crypto::Role::kPeer, now,
-                                 kLeafValiditySeconds);
+                                 config_.leaf_validity_seconds);
   if (!leaf.ok()) return leaf.error();
   // The leaf leaves this process only once its issuance is committed: every certificate a
   // supernode hands out is on record on a majority of members.
   auto issued = log_.propose(tracker::IssueCertificate{node, crypto::role_name(crypto::Role::kPeer),
-                                                       now, now + kLeafValiditySeconds});
+                                                       now, now + config_.leaf_validity_seconds});
   if (!issued.ok()) {
     if (issued.error().code == tracker::kErrCertRevoked) {
       return make_error(kErrEnrollRevoked, issued.error().message);
@@ -476,6 +498,7 @@ Result<json> SupernodeService::register_task(const json& params) {
   FetchJob job{*id, *url, *headers, std::nullopt};
   if (key.digest) job.sha256 = key.digest->hex;
   json result = {{"task_id", id->get()}};
+  remember_job(job);
 
   auto existing = tracker_.get_task(*id);
   if (!existing.ok()) return existing.error();
@@ -484,14 +507,15 @@ Result<json> SupernodeService::register_task(const json& params) {
     std::string shown = filter_url(*url, *filter);
     std::optional<std::string> digest;
     if (key.digest) digest = key.digest->str();
-    auto index = log_.propose(tracker::CreateTask{*id, shown, digest, unix_now(), node_id_.get()});
+    auto index = log_.propose(
+        tracker::CreateTask{*id, shown, digest, unix_now(), node_id_.get(), config_.segment_size});
     if (!index.ok()) {
       // Another caller created it between our read and our proposal: it owns the fetch.
       if (index.error().code == tracker::kErrTaskExists) return result;
       return index.error();
     }
     log_line("task %s registered url=%s", id->get().c_str(), shown.c_str());
-    start_worker(std::move(job));
+    start_worker(std::move(job), parse_result(*index).value("epoch", uint64_t{0}));
     return result;
   }
   if ((*existing)->state == tracker::TaskState::kFailed) {
@@ -502,7 +526,7 @@ Result<json> SupernodeService::register_task(const json& params) {
     }
     log_line("task %s restarted url=%s (was %s)", id->get().c_str(), (*existing)->url.c_str(),
              (*existing)->error ? (*existing)->error->code.c_str() : "failed");
-    start_worker(std::move(job));
+    start_worker(std::move(job), parse_result(*index).value("epoch", uint64_t{0}));
   }
   // fetching or ready: the running fetch (or the seed) serves this caller too.
   return result;
@@ -528,12 +552,22 @@ Result<json> SupernodeService::get_task(const json& params) {
   if (!rec.ok()) return rec.error();
   if (!rec->has_value()) return make_error(kErrTaskUnknownRpc, "unknown task " + id->get());
   const tracker::TaskRecord& t = **rec;
-  json out = {
-      {"task_id", t.task_id.get()}, {"url", t.url}, {"state", tracker::task_state_name(t.state)}};
+  json segments = json::array();
+  for (const auto& seg : t.segments) {
+    segments.push_back({{"index", seg.index},
+                        {"offset", seg.offset},
+                        {"size", seg.size},
+                        {"metainfo", crypto::base64_encode(seg.metainfo)}});
+  }
+  json out = {{"task_id", t.task_id.get()},
+              {"url", t.url},
+              {"state", tracker::task_state_name(t.state)},
+              {"segment_size", t.segment_size},
+              {"segments", std::move(segments)},
+              {"seeder", t.seeder}};
   if (t.state == tracker::TaskState::kReady) {
     out["size"] = t.size;
     out["sha256"] = t.sha256;
-    out["metainfo"] = crypto::base64_encode(t.metainfo);
   }
   if (t.state == tracker::TaskState::kFailed && t.error) {
     out["error"] = {{"code", t.error->code}, {"message", t.error->message}};
@@ -566,11 +600,30 @@ Result<json> SupernodeService::announce(const crypto::CertInfo& caller, const js
   if (!total.ok()) return total.error();
   auto uploaded = need_count(params, "uploaded_bytes", kMax);
   if (!uploaded.ok()) return uploaded.error();
+  // "segments" (optional for older peers): the segment indices the caller has added.
+  std::vector<int64_t> segments;
+  if (auto it = params.find("segments"); it != params.end() && !it->is_null()) {
+    if (!it->is_array() || it->size() > kMaxAnnounceSegments) {
+      return bad_message("\"segments\" must be a list of at most " +
+                         std::to_string(kMaxAnnounceSegments) + " segment indices");
+    }
+    for (const auto& v : *it) {
+      const bool in_range =
+          v.is_number_unsigned()
+              ? v.get<uint64_t>() < kMaxAnnounceSegments
+              : v.is_number_integer() && v.get<int64_t>() >= 0 &&
+                    static_cast<uint64_t>(v.get<int64_t>()) < kMaxAnnounceSegments;
+      if (!in_range) {
+        return bad_message("\"segments\" must hold segment indices in 0.." +
+                           std::to_string(kMaxAnnounceSegments - 1));
+      }
+      segments.push_back(v.get<int64_t>());
+    }
+  }
 
   auto rec = tracker_.get_task(*id);
   if (!rec.ok()) return rec.error();
   if (!rec->has_value()) return make_error(kErrTaskUnknownRpc, "unknown task " + id->get());
-  bool ready = (*rec)->state == tracker::TaskState::kReady;
 
   // The swarm entry is the certificate's node, so one node cannot announce (or poison the
   // peer list) as another; the parameter is kept for the wire format and must agree.
@@ -580,30 +633,42 @@ Result<json> SupernodeService::announce(const crypto::CertInfo& caller, const js
     std::lock_guard lock(swarm_mu_);
     auto now = SwarmClock::now();
     swarm_.expire(now);
-    swarm_.announce(
-        Announcement{*id, requester, *ip, static_cast<uint16_t>(*port), *done, *total, *uploaded},
-        now);
+    swarm_.announce(Announcement{*id, requester, *ip, static_cast<uint16_t>(*port), *done, *total,
+                                 *uploaded, std::move(segments)},
+                    now);
     for (const auto& m : swarm_.members(*id, now)) {
       // A revoked node's announcements stay in the soft state until they expire; nobody is
       // sent to it meanwhile.
       auto revoked = tracker_.is_revoked(m.node.get());
       if (!revoked.ok() || *revoked) continue;
-      candidates.push_back(
-          Candidate{m.node, m.ip, m.port, m.done_bytes, m.uploaded_bytes, m.complete()});
+      candidates.push_back(Candidate{m.node, m.ip, m.port, m.done_bytes, m.uploaded_bytes,
+                                     m.complete(), m.segments});
     }
   }
   json peers = json::array();
   size_t limit = kMaxAnnouncePeers;
   const tracker::TaskRecord& task = **rec;
   auto seeder_revoked = tracker_.is_revoked(task.seeder);
-  if (ready && requester.get() != task.seeder && task.seed_port > 0 && seeder_revoked.ok() &&
-      !*seeder_revoked) {
-    peers.push_back(
-        {{"node_id", task.seeder}, {"ip", task.seed_ip}, {"port", task.seed_port}, {"seed", true}});
+  // The seeder's data endpoint as soon as it has published a segment (pipelining: peers start
+  // on segment 0 while it still fetches the rest); it holds every published segment.
+  if (!task.segments.empty() && requester.get() != task.seeder && task.seed_port > 0 &&
+      task.seed_port <= 65535 && seeder_revoked.ok() && !*seeder_revoked) {
+    json published = json::array();
+    for (const auto& s : task.segments) published.push_back(s.index);
+    peers.push_back({{"node_id", task.seeder},
+                     {"ip", task.seed_ip},
+                     {"port", task.seed_port},
+                     {"seed", task.state == tracker::TaskState::kReady},
+                     {"segments", std::move(published)}});
     --limit;
   }
   for (const auto& c : rank(requester, std::move(candidates), limit)) {
-    peers.push_back({{"node_id", c.node.get()}, {"ip", c.ip}, {"port", c.port}, {"seed", c.seed}});
+    if (c.node.get() == task.seeder && !task.segments.empty()) continue;  // listed above
+    peers.push_back({{"node_id", c.node.get()},
+                     {"ip", c.ip},
+                     {"port", c.port},
+                     {"seed", c.seed},
+                     {"segments", c.segments}});
   }
   return json{{"peers", std::move(peers)}};
 }
@@ -665,11 +730,30 @@ Result<json> SupernodeService::kv(const std::string& method, const json& params)
   return parse_result(*result);
 }
 
-void SupernodeService::start_worker(FetchJob job) {
+void SupernodeService::remember_job(const FetchJob& job) {
+  std::lock_guard lock(jobs_mu_);
+  if (jobs_.size() >= kMaxRememberedJobs) jobs_.clear();
+  jobs_[job.task] = job;
+}
+
+SupernodeService::FetchJob SupernodeService::job_for(const tracker::TaskRecord& t) const {
+  {
+    std::lock_guard lock(jobs_mu_);
+    auto it = jobs_.find(t.task_id);
+    if (it != jobs_.end()) return it->second;
+  }
+  // Never saw a RegisterTask for it: no headers, and the URL as recorded (without filtered
+  // parameters).
+  FetchJob job{t.task_id, t.url, {}, std::nullopt};
+  if (t.digest && t.digest->rfind("sha256:", 0) == 0) job.sha256 = t.digest->substr(7);
+  return job;
+}
+
+bool SupernodeService::start_worker(FetchJob job, uint64_t epoch) {
   std::lock_guard lock(workers_mu_);
   if (stopping_) {
-    // Shutting down: the task stays "fetching" and resume() marks it interrupted next start.
-    return;
+    // Shutting down: the task stays "fetching"; its lease expires and the leader hands it over.
+    return false;
   }
   // Reap finished workers so the list does not grow with every task.
   for (auto it = workers_.begin(); it != workers_.end();) {
@@ -680,84 +764,401 @@ void SupernodeService::start_worker(FetchJob job) {
       ++it;
     }
   }
+  for (const auto& w : workers_) {
+    if (w.task == job.task) return false;  // one worker per task on a member
+  }
   Worker& w = workers_.emplace_back();
-  w.thread = std::thread([this, &w, job = std::move(job)] {
-    run_worker(job);
+  w.task = job.task;
+  w.thread = std::thread([this, &w, job = std::move(job), epoch] {
+    run_worker(job, epoch, w);
     w.done = true;
   });
+  return true;
 }
 
-void SupernodeService::fail_task(const TaskId& task, const Error& error) {
-  auto index = log_.propose(tracker::MarkTaskFailed{task, error.code, error.message});
+void SupernodeService::fail_task(const TaskId& task, const Error& error,
+                                 std::optional<uint64_t> epoch) {
+  auto index = log_.propose(tracker::MarkTaskFailed{task, error.code, error.message, epoch});
   if (!index.ok()) {
     log_line("task %s: cannot record failure: %s", task.get().c_str(),
              index.error().message.c_str());
   }
 }
 
-void SupernodeService::run_worker(const FetchJob& job) {
-  const char* id = job.task.get().c_str();
-  auto started = std::chrono::steady_clock::now();
-  auto fail = [&](const Error& e) {
-    log_line("task %s failed: %s: %s", id, e.code.c_str(), e.message.c_str());
-    fail_task(job.task, e);
-  };
+void SupernodeService::add_origin_bytes(const TaskId& task, int64_t bytes) {
+  std::lock_guard lock(origin_mu_);
+  origin_bytes_[task] += bytes;
+}
 
-  std::string path = content_path(job.task);
+namespace {
+
+// Whether the file at `path` is exactly the published segment (same bytes give the same
+// metainfo: build_metainfo is deterministic).
+bool segment_matches(const std::string& path, const tracker::SegmentRecord& seg,
+                     const std::string& ca_pem) {
   std::error_code ec;
-  fs::create_directories(fs::path(path).parent_path(), ec);
-  if (ec) {
-    fail(make_error(kErrOriginIo, "cannot create " + fs::path(path).parent_path().string() + ": " +
-                                      ec.message()));
-    return;
-  }
+  auto size = fs::file_size(path, ec);
+  if (ec || size != static_cast<uintmax_t>(seg.size)) return false;
+  auto metainfo = peer::build_metainfo(path, ca_pem, 0);
+  return metainfo.ok() && *metainfo == seg.metainfo;
+}
 
-  int64_t base = origin_bytes(job.task).value_or(0);
-  FetchRequest req;
+bool lease_lost(const Error& e) {
+  return e.code == tracker::kErrStaleLease || e.code == tracker::kErrBadTransition ||
+         e.code == tracker::kErrTaskUnknown;
+}
+
+// How long a swarm download of an earlier segment may make no progress before the segment is
+// fetched from the origin by Range instead.
+constexpr std::chrono::seconds kSwarmStall{4};
+
+}  // namespace
+
+Status SupernodeService::obtain_segment(const FetchJob& job, const tracker::SegmentRecord& seg,
+                                        int64_t segment_size, Worker& self) {
+  const TaskId tid = segment_torrent_id(job.task, seg.index);
+  const std::string path = segment_path(job.task, seg.index);
+  const char* id = job.task.get().c_str();
+  if (segment_matches(path, seg, config_.ca_pem)) {
+    // Ours already (this member fetched it before, e.g. before a restart).
+    (void)engine_.remove(tid);
+    return engine_.add_seed(tid, seg.metainfo, path);
+  }
+  // From the swarm: every member hears every peer's announces.
+  (void)engine_.remove(tid);
+  std::error_code ec;
+  fs::remove(path, ec);
+  if (Status st = engine_.add_download(tid, seg.metainfo, path); st.ok()) {
+    int64_t best = -1;
+    auto last_progress = std::chrono::steady_clock::now();
+    auto last_connect = last_progress - std::chrono::seconds(10);
+    while (!self.abort) {
+      auto now = std::chrono::steady_clock::now();
+      if (now - last_connect >= std::chrono::seconds(1)) {
+        last_connect = now;
+        std::vector<peer::Endpoint> endpoints;
+        {
+          std::lock_guard lock(swarm_mu_);
+          for (const auto& m : swarm_.members(job.task, SwarmClock::now())) {
+            if (std::find(m.segments.begin(), m.segments.end(), seg.index) == m.segments.end()) {
+              continue;
+            }
+            endpoints.push_back(peer::Endpoint{m.ip, m.port});
+          }
+        }
+        for (const auto& e : endpoints) (void)engine_.connect_peer(tid, e);
+      }
+      auto p = engine_.progress(tid);
+      if (!p.ok() || p->state == peer::TorrentState::kError) break;
+      if (p->total_bytes > 0 && p->done_bytes >= p->total_bytes) {
+        log_line("task %s: segment %lld obtained from the swarm", id,
+                 static_cast<long long>(seg.index));
+        return {};  // the engine seeds it from now on
+      }
+      if (p->done_bytes > best) {
+        best = p->done_bytes;
+        last_progress = now;
+      } else if (now - last_progress >= kSwarmStall) {
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    (void)engine_.remove(tid);
+    fs::remove(path, ec);
+  }
+  if (self.abort) return make_error(kErrOriginAborted, "aborted");
+  // From the origin, by Range (or the whole body, discarded around it, without Range).
+  log_line("task %s: segment %lld: no progress from the swarm; fetching it from the origin", id,
+           static_cast<long long>(seg.index));
+  SegmentFetchRequest req;
   req.url = job.url;
   req.headers = job.headers;
-  req.sha256 = job.sha256;
-  req.output_path = path;
-  req.abort = &abort_;
-  req.on_progress = [this, &job, base](int64_t done, int64_t) {
-    std::lock_guard lock(origin_mu_);
-    origin_bytes_[job.task] = base + done;
+  // With the task's segment size, [offset, offset + size) is exactly one segment of the fetch.
+  req.segment_size = segment_size;
+  req.start_offset = seg.offset;
+  req.end_offset = seg.offset + seg.size;
+  const std::string fetched_path = path + ".range";
+  req.segment_path = [&](int64_t) { return fetched_path; };
+  req.abort = &self.abort;
+  int64_t counted = 0;
+  req.on_progress = [&](int64_t bytes) {
+    add_origin_bytes(job.task, bytes - counted);
+    counted = bytes;
   };
-  log_line("task %s: fetching from origin", id);
-  auto fetched = fetch_to_file(req);
-  if (!fetched.ok()) {
-    if (abort_) {
-      log_line("task %s: origin fetch aborted by shutdown", id);
-      return;  // stays "fetching"; resume() marks it interrupted on the next start
-    }
-    fail(fetched.error());
+  auto fetched = fetch_segments(req);
+  if (!fetched.ok()) return fetched.error();
+  fs::rename(fetched_path, path, ec);
+  if (ec) return make_error(kErrOriginIo, "cannot rename " + fetched_path + ": " + ec.message());
+  if (!segment_matches(path, seg, config_.ca_pem)) {
+    fs::remove(path, ec);
+    return make_error(kErrDigestMismatch,
+                      "segment " + std::to_string(seg.index) + " of " + job.url +
+                          " differs from the one published: the content changed at the origin");
+  }
+  return engine_.add_seed(tid, seg.metainfo, path);
+}
+
+void SupernodeService::run_worker(const FetchJob& job, uint64_t epoch, Worker& self) {
+  const std::string id_text = job.task.get();
+  const char* id = id_text.c_str();
+  if (epoch == 0) {
+    log_line("task %s: no lease epoch; not fetching", id);
     return;
   }
-  {
-    std::lock_guard lock(origin_mu_);
-    origin_bytes_[job.task] = base + fetched->size;
+  auto rec = tracker_.get_task(job.task);
+  if (!rec.ok() || !rec->has_value()) {
+    log_line("task %s: not in the tracker; not fetching", id);
+    return;
+  }
+  const tracker::TaskRecord task = **rec;
+  if (task.state != tracker::TaskState::kFetching || task.lease_epoch.get() != epoch) {
+    log_line("task %s: lease %llu moved on; not fetching", id,
+             static_cast<unsigned long long>(epoch));
+    return;
+  }
+  auto started = std::chrono::steady_clock::now();
+  std::vector<TaskId> seeded;  // removed again if the lease is lost
+  std::atomic<bool> lost{false};
+
+  // The lease keeper: a renewal every seed_lease_timeout / 3 until the worker ends.
+  std::mutex keeper_mu;
+  std::condition_variable keeper_cv;
+  bool finished = false;
+  std::thread keeper([&] {
+    std::unique_lock lock(keeper_mu);
+    while (!keeper_cv.wait_for(lock, config_.seed_lease_timeout / 3, [&] { return finished; })) {
+      lock.unlock();
+      auto r = log_.propose(tracker::RenewSeedLease{job.task, epoch}, config_.seed_lease_timeout);
+      lock.lock();
+      if (!r.ok() && lease_lost(r.error())) {
+        lost = true;
+        self.abort = true;
+        break;
+      }
+    }
+  });
+  struct KeeperStop {
+    std::function<void()> f;
+    ~KeeperStop() { f(); }
+  } keeper_stop{[&] {
+    {
+      std::lock_guard lock(keeper_mu);
+      finished = true;
+    }
+    keeper_cv.notify_all();
+    keeper.join();
+  }};
+
+  auto give_up = [&](const Error& e) {
+    if (lost || lease_lost(e)) {
+      lost = true;
+      log_line("task %s: seed lease %llu lost (%s); stopping and dropping its seeds", id,
+               static_cast<unsigned long long>(epoch), e.message.c_str());
+      for (const auto& tid : seeded) (void)engine_.remove(tid);
+      return;
+    }
+    if (abort_) {
+      log_line("task %s: origin fetch stopped by shutdown", id);
+      return;  // stays "fetching": the lease expires and the leader hands it over
+    }
+    log_line("task %s failed: %s: %s", id, e.code.c_str(), e.message.c_str());
+    fail_task(job.task, e, epoch);
+  };
+
+  std::error_code ec;
+  fs::create_directories(task_dir(job.task), ec);
+  if (ec) {
+    give_up(make_error(kErrOriginIo, "cannot create " + task_dir(job.task) + ": " + ec.message()));
+    return;
+  }
+
+  // Resume after what is published (a takeover), or start at zero.
+  int64_t offset = 0;
+  bool complete = false;
+  for (const auto& seg : task.segments) offset += seg.size;
+  if (!task.segments.empty() && task.segments.back().size < task.segment_size) complete = true;
+  if (!task.segments.empty()) {
+    log_line("task %s: taking over at byte %lld (%zu segments published)", id,
+             static_cast<long long>(offset), task.segments.size());
+  }
+
+  auto publish = [&](const FetchedSegment& f) -> Status {
+    auto metainfo = peer::build_metainfo(f.path, config_.ca_pem, 0);
+    if (!metainfo.ok()) {
+      return make_error(kErrSeed, "cannot build the metainfo of segment " +
+                                      std::to_string(f.index) + ": " + metainfo.error().message);
+    }
+    const TaskId tid = segment_torrent_id(job.task, f.index);
+    (void)engine_.remove(tid);
+    if (Status st = engine_.add_seed(tid, *metainfo, f.path); !st.ok()) {
+      return make_error(
+          kErrSeed, "cannot seed segment " + std::to_string(f.index) + ": " + st.error().message);
+    }
+    seeded.push_back(tid);
+    auto r =
+        log_.propose(tracker::PublishSegment{job.task, epoch, f.index, f.offset, f.size, *metainfo,
+                                             config_.listen_ip, engine_.ssl_port()});
+    if (!r.ok()) return r.error();
+    log_line("task %s: segment %lld published (%lld bytes at %lld)", id,
+             static_cast<long long>(f.index), static_cast<long long>(f.size),
+             static_cast<long long>(f.offset));
+    return {};
+  };
+
+  // The rest from the origin first (peers are waiting for it); the earlier segments after.
+  if (!complete) {
+    SegmentFetchRequest req;
+    req.url = job.url;
+    req.headers = job.headers;
+    req.segment_size = task.segment_size;
+    req.start_offset = offset;
+    req.segment_path = [&](int64_t i) { return segment_path(job.task, i); };
+    req.on_segment = publish;
+    req.abort = &self.abort;
+    int64_t counted = 0;
+    req.on_progress = [&](int64_t bytes) {
+      add_origin_bytes(job.task, bytes - counted);
+      counted = bytes;
+    };
+    log_line("task %s: fetching from origin%s", id, offset > 0 ? " (Range)" : "");
+    auto fetched = fetch_segments(req);
+    if (!fetched.ok()) {
+      give_up(fetched.error());
+      return;
+    }
+    if (!fetched->range_honoured) {
+      log_line("task %s: the origin ignores Range: read %lld bytes to resume at %lld", id,
+               static_cast<long long>(fetched->origin_bytes), static_cast<long long>(offset));
+    }
+    offset = fetched->end;
+  }
+  for (const auto& seg : task.segments) {
+    if (self.abort) break;
+    if (Status st = obtain_segment(job, seg, task.segment_size, self); !st.ok()) {
+      give_up(st.error());
+      return;
+    }
+    seeded.push_back(segment_torrent_id(job.task, seg.index));
+  }
+  if (self.abort) {
+    give_up(make_error(kErrOriginAborted, "aborted"));
+    return;
+  }
+
+  // The whole content's SHA-256, over every segment in order (those from a previous seeder
+  // included). A follower's own replica may not have applied its last PublishSegment yet
+  // (the leader answered once it committed): wait for a read barrier first.
+  // A leader change may fail a barrier: retry for as long as a lease could survive.
+  Status barrier = log_.read_barrier();
+  for (int tries = 1; !barrier.ok() && tries < 6 && !self.abort; ++tries) {
+    barrier = log_.read_barrier();
+  }
+  if (!barrier.ok()) {
+    give_up(barrier.error());
+    return;
+  }
+  auto now_rec = tracker_.get_task(job.task);
+  if (!now_rec.ok() || !now_rec->has_value()) {
+    give_up(make_error(tracker::kErrTaskUnknown, "task vanished"));
+    return;
+  }
+  crypto::Sha256 hash;
+  int64_t total = 0;
+  std::vector<char> buf(1 << 20);
+  for (const auto& seg : (*now_rec)->segments) {
+    std::ifstream in(segment_path(job.task, seg.index), std::ios::binary);
+    int64_t got = 0;
+    while (in) {
+      in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+      const auto n = in.gcount();
+      if (n <= 0) break;
+      hash.update(buf.data(), static_cast<size_t>(n));
+      got += n;
+    }
+    if (got != seg.size) {
+      give_up(make_error(kErrOriginIo, "segment " + std::to_string(seg.index) + " is " +
+                                           std::to_string(got) + " bytes on disk, not " +
+                                           std::to_string(seg.size)));
+      return;
+    }
+    total += got;
+  }
+  const std::string sha256 = hash.finish_hex();
+  if (total != offset) {
+    give_up(make_error(kErrOriginIo, "published " + std::to_string(total) + " bytes but fetched " +
+                                         std::to_string(offset)));
+    return;
+  }
+  if (job.sha256 && *job.sha256 != sha256) {
+    give_up(make_error(kErrDigestMismatch, "digest mismatch for " + job.url + ": expected sha256:" +
+                                               *job.sha256 + ", got sha256:" + sha256));
+    return;
+  }
+  auto ready = log_.propose(tracker::MarkTaskReady{job.task, epoch, total, sha256,
+                                                   config_.listen_ip, engine_.ssl_port()});
+  if (!ready.ok()) {
+    give_up(ready.error());
+    return;
   }
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  log_line("task %s: fetched %lld bytes in %.3f s", id, static_cast<long long>(fetched->size),
-           secs);
+  log_line("task %s: seeding (%lld bytes in %zu segments, sha256 %s, %.3f s)", id,
+           static_cast<long long>(total), (*now_rec)->segments.size(), sha256.c_str(), secs);
+}
 
-  auto metainfo = peer::build_metainfo(path, config_.ca_pem, 0);
-  if (!metainfo.ok()) {
-    fail(make_error(kErrSeed, "cannot build metainfo: " + metainfo.error().message));
-    return;
+void SupernodeService::watch_leases() {
+  struct Watch {
+    uint64_t epoch = 0;
+    uint64_t updated = 0;
+    std::chrono::steady_clock::time_point since;
+  };
+  std::unordered_map<TaskId, Watch> watched;
+  bool was_leader = false;
+  while (!abort_) {
+    for (int i = 0; i < 5 && !abort_; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (abort_) return;
+    const bool leader = log_.status().value("state", "") == "leader";
+    if (!leader) {
+      was_leader = false;
+      continue;
+    }
+    if (!was_leader) watched.clear();  // a new term: every timer starts now
+    was_leader = true;
+    auto tasks = tracker_.list_tasks();
+    if (!tasks.ok()) continue;
+    const auto now = std::chrono::steady_clock::now();
+    std::unordered_map<TaskId, Watch> next;
+    for (const auto& t : *tasks) {
+      if (t.state != tracker::TaskState::kFetching) continue;
+      Watch w{t.lease_epoch.get(), t.updated_index.get(), now};
+      auto it = watched.find(t.task_id);
+      if (it != watched.end() && it->second.epoch == w.epoch && it->second.updated == w.updated) {
+        w.since = it->second.since;
+      }
+      next[t.task_id] = w;
+      if (now - w.since < config_.seed_lease_timeout) continue;
+      {
+        std::lock_guard lock(workers_mu_);
+        bool running = false;
+        for (const auto& worker : workers_)
+          running = running || (worker.task == t.task_id && !worker.done);
+        if (running || stopping_) continue;  // our own worker holds or is leaving it
+      }
+      auto r = log_.propose(tracker::TakeOverSeed{t.task_id, w.epoch, node_id_.get(),
+                                                  config_.listen_ip, engine_.ssl_port()});
+      if (!r.ok()) {
+        log_line("task %s: takeover failed: %s", t.task_id.get().c_str(),
+                 r.error().message.c_str());
+        continue;
+      }
+      const uint64_t epoch = parse_result(*r).value("epoch", uint64_t{0});
+      log_line("task %s: seed lease %llu of %s expired; taking over with epoch %llu",
+               t.task_id.get().c_str(), static_cast<unsigned long long>(w.epoch), t.seeder.c_str(),
+               static_cast<unsigned long long>(epoch));
+      start_worker(job_for(t), epoch);
+    }
+    watched = std::move(next);
   }
-  if (Status st = engine_.add_seed(job.task, *metainfo, path); !st.ok()) {
-    fail(make_error(kErrSeed, "cannot seed: " + st.error().message));
-    return;
-  }
-  auto index = log_.propose(tracker::MarkTaskReady{
-      job.task, fetched->size, fetched->sha256, *metainfo, config_.listen_ip, engine_.ssl_port()});
-  if (!index.ok()) {
-    log_line("task %s: cannot record ready: %s", id, index.error().message.c_str());
-    return;
-  }
-  log_line("task %s: seeding (%lld bytes, sha256 %s)", id, static_cast<long long>(fetched->size),
-           fetched->sha256.c_str());
 }
 
 }  // namespace starling::supernode

@@ -9,8 +9,22 @@
 // kv) are committed through the ClusterLog; GetTask and KvGet are linearizable by default
 // (a ReadIndex barrier; `"stale": true` skips it); Announce and its peer lists are served from
 // this member's soft state even without a majority. The member that first receives a
-// RegisterTask for a new (or failed) task is its seeder: it records itself in the task, fetches
-// from the origin and seeds; any member hands out the seeder's data endpoint.
+// RegisterTask for a new (or failed) task is its seeder: it records itself in the task (its seed
+// lease, epoch = the entry's index), fetches from the origin segment by segment, seeds each
+// segment and publishes it (PublishSegment) as soon as it is complete, renews the lease every
+// seed_lease_timeout / 3 and ends with MarkTaskReady (issue 4 item 4).
+//
+// Seed leases (issue 4 item 5): the leader watches every fetching task on its own monotonic
+// clock (soft state; a new leader starts every timer at its election). A task whose lease was
+// not renewed (RenewSeedLease or PublishSegment) for seed_lease_timeout is taken over by the
+// leader itself (TakeOverSeed: the one member known to be alive and in the majority), which
+// resumes the fetch after the published segments with a Range request (from zero, discarding,
+// when the origin ignores Range) and gets the earlier segments from the swarm (the peers that
+// announced them to this member), or from the origin by Range when the swarm makes no
+// progress. A seeder whose renewal or publication is refused as stale stops and drops its
+// seeds of the task. Request headers are not replicated (they may carry credentials): the
+// new seeder uses those of a RegisterTask it received itself for the task, if any, and the
+// URL as recorded (without filtered parameters) otherwise.
 //
 // Certificates (issue 5 item 1): every leaf Enroll hands out is first committed as an
 // IssueCertificate entry (so enrolment needs a majority: cluster.unavailable otherwise, which
@@ -18,7 +32,7 @@
 // member refuses every RPC of the node (new sessions and open ones alike: the check runs per
 // call, against the local replica's in-memory revocation list), refuses to enrol it again and
 // leaves it out of peer lists. Its data-plane certificate stays valid until it expires (at most
-// kLeafValiditySeconds).
+// ServiceConfig::leaf_validity_seconds; its renewal is refused).
 //
 // Threading: handle() is called concurrently from the mesh server's session threads. The
 // tracker and the ClusterLog serialise themselves; the swarm registry and the per-task origin
@@ -28,6 +42,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <list>
 #include <memory>
@@ -67,7 +82,12 @@ inline constexpr char kErrSeed[] = "supernode.seed";
 
 // Peers returned by one Announce, the supernode's own seed included.
 inline constexpr size_t kMaxAnnouncePeers = 50;
-// Validity of certificates issued by Enroll.
+// Announce "segments": at most this many indices, each below it (1 TiB in 1 MiB segments).
+inline constexpr uint64_t kMaxAnnounceSegments = 1u << 20;
+// Defaults of ServiceConfig::segment_size and seed_lease_timeout.
+inline constexpr int64_t kDefaultSegmentSize = int64_t{64} << 20;
+inline constexpr std::chrono::milliseconds kDefaultSeedLeaseTimeout{6000};
+// Default validity of certificates issued by Enroll (ServiceConfig::leaf_validity_seconds).
 inline constexpr int64_t kLeafValiditySeconds = 12 * 3600;
 
 struct ServiceConfig {
@@ -76,6 +96,10 @@ struct ServiceConfig {
   crypto::Ed25519KeyPair node_key;
   crypto::Ed25519KeyPair ca_key;
   std::string ca_pem;
+  int64_t leaf_validity_seconds = kLeafValiditySeconds;  // of the leaves Enroll issues
+  int64_t segment_size = kDefaultSegmentSize;            // of the tasks this member creates
+  // A fetching task whose seeder did not renew its lease for this long is taken over.
+  std::chrono::milliseconds seed_lease_timeout = kDefaultSeedLeaseTimeout;
 };
 
 class SupernodeService {
@@ -89,9 +113,11 @@ class SupernodeService {
   SupernodeService& operator=(const SupernodeService&) = delete;
 
   // Called once at start, after the mesh listener is up (marking a task failed needs the
-  // other members): in a worker thread, re-seeds this member's ready tasks whose content file
-  // is present; marks its ready tasks whose content is gone, and its fetches interrupted by a
-  // restart, as failed (the next RegisterTask restarts them).
+  // other members): in a worker thread, re-seeds every segment of this member's ready tasks
+  // whose segment files are present, marks its ready tasks whose segments are gone as failed
+  // (the next RegisterTask restarts them), and starts the leader's seed lease watch. A fetch
+  // this member held when it stopped is not resumed here: its lease expires and the leader
+  // (possibly this member) takes it over and resumes it after the published segments.
   void resume();
 
   // One RPC. Never throws; malformed params give rpc.bad_message.
@@ -122,6 +148,8 @@ class SupernodeService {
   struct Worker {
     std::thread thread;
     std::atomic<bool> done{false};
+    std::optional<TaskId> task;      // the seeding worker's task (none for resume)
+    std::atomic<bool> abort{false};  // stop this worker (stop(), or its lease was lost)
   };
 
   Result<nlohmann::json> enroll(const mesh::RemotePeer& from, const nlohmann::json& params);
@@ -139,10 +167,22 @@ class SupernodeService {
   Result<nlohmann::json> revoke(const crypto::CertInfo& caller, const nlohmann::json& params);
   Result<nlohmann::json> certificates(const nlohmann::json& params);
 
-  void start_worker(FetchJob job);
-  void run_worker(const FetchJob& job);
-  void fail_task(const TaskId& task, const Error& error);
-  std::string content_path(const TaskId& task) const;
+  // Starts the seeding worker of `job` holding the lease `epoch`, unless one runs for that
+  // task on this member already (false then).
+  bool start_worker(FetchJob job, uint64_t epoch);
+  void run_worker(const FetchJob& job, uint64_t epoch, Worker& self);
+  // Makes published segment `seg` of the task present at its path and seeded: from the swarm
+  // first, from the origin by Range when the swarm makes no progress.
+  Status obtain_segment(const FetchJob& job, const tracker::SegmentRecord& seg,
+                        int64_t segment_size, Worker& self);
+  void fail_task(const TaskId& task, const Error& error, std::optional<uint64_t> epoch);
+  std::string segment_path(const TaskId& task, int64_t index) const;
+  std::string task_dir(const TaskId& task) const;
+  void add_origin_bytes(const TaskId& task, int64_t bytes);
+  // The leader's seed lease watch (one thread, started by resume(), stopped by stop()).
+  void watch_leases();
+  void remember_job(const FetchJob& job);
+  FetchJob job_for(const tracker::TaskRecord& task) const;
   std::optional<int64_t> origin_bytes(const TaskId& task) const;
 
   const ServiceConfig config_;
@@ -162,6 +202,14 @@ class SupernodeService {
 
   mutable std::mutex origin_mu_;
   std::unordered_map<TaskId, int64_t> origin_bytes_;  // guarded by origin_mu_
+
+  // The caller's URL, headers and digest of tasks this member saw a RegisterTask for (a new
+  // seeder after a takeover uses them). Cleared when it reaches kMaxRememberedJobs.
+  static constexpr size_t kMaxRememberedJobs = 4096;
+  mutable std::mutex jobs_mu_;
+  std::unordered_map<TaskId, FetchJob> jobs_;  // guarded by jobs_mu_
+
+  std::thread lease_watch_;  // started by resume(); joined by stop()
 
   std::atomic<bool> abort_{false};
   std::mutex workers_mu_;

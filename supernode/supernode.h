@@ -27,15 +27,25 @@ struct SupernodeConfig {
   raft::NodeId id{1};
   std::vector<Member> members;
   std::chrono::milliseconds raft_tick{100};
-  int election_tick = 10;
+  // Followers start an election after a random [8, 16) ticks (0.8-1.6 s) without a leader;
+  // the leader heartbeats every tick, so a heartbeat interval is 1/8 of the shortest timeout.
+  int election_tick = 8;
+  // Lifetime of the leaves this supernode issues (Enroll) and signs for itself; each holder
+  // renews its leaf when two thirds of it have passed (crypto/renewal.h).
+  std::chrono::seconds cert_lifetime{12 * 3600};
+  // Segment size of the tasks this member creates (fixed per task; ARCHITECTURE §3), and how
+  // long a fetching task's seed lease may go unrenewed before the leader takes it over.
+  int64_t segment_size = int64_t{64} << 20;
+  std::chrono::milliseconds seed_lease_timeout{6000};
 };
 
 class Supernode {
  public:
-  // Loads the network and node keys, issues itself a supernode certificate (12 h), opens the
-  // tracker and the Raft log (refusing a corrupt log), joins the cluster, starts the engine
-  // and the mesh RPC listener, then re-seeds its ready tasks in the background. Errors name
-  // the file or address that failed.
+  // Loads the network and node keys, issues itself a supernode certificate (cert_lifetime,
+  // re-signed by a background thread at two thirds of it), opens the tracker and the Raft log
+  // (refusing a corrupt log), joins the cluster, starts the engine and the mesh RPC listener,
+  // then re-seeds its ready tasks in the background. Errors name the file or address that
+  // failed.
   static Result<std::unique_ptr<Supernode>> start(const SupernodeConfig& config);
   // Stops the listener and every session, aborts origin fetches and joins every thread.
   ~Supernode();

@@ -1,12 +1,17 @@
 #include "supernode/swarm_registry.h"
 
+#include <algorithm>
 #include <set>
 
 namespace starling::supernode {
 
 void SwarmRegistry::announce(const Announcement& a, SwarmClock::time_point now) {
-  swarms_[a.task][a.node] =
-      SwarmMember{a.node, a.ip, a.port, a.done_bytes, a.total_bytes, a.uploaded_bytes, now};
+  std::vector<int64_t> segments = a.segments;
+  std::sort(segments.begin(), segments.end());
+  segments.erase(std::unique(segments.begin(), segments.end()), segments.end());
+  swarms_[a.task][a.node] = SwarmMember{
+      a.node, a.ip, a.port, a.done_bytes, a.total_bytes, a.uploaded_bytes, std::move(segments),
+      now};
 }
 
 std::vector<SwarmMember> SwarmRegistry::members(const TaskId& task,

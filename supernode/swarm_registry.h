@@ -1,5 +1,6 @@
 // The swarm registry (ARCHITECTURE §5): soft state, fed by Announce, never replicated. Which
-// nodes announced which task, where their data port is and how far they are. Entries expire
+// nodes announced which task, where their data port is, how far they are and which of the
+// task's segments (each its own torrent, ARCHITECTURE §3) they have added. Entries expire
 // `ttl` after their last announce. Pure: every call takes `now`; no clock, no I/O.
 //
 // Not thread-safe: one owner (the service serialises access).
@@ -27,6 +28,7 @@ struct Announcement {
   int64_t done_bytes = 0;
   int64_t total_bytes = 0;
   int64_t uploaded_bytes = 0;
+  std::vector<int64_t> segments;  // indices the node has added (downloading or complete)
 };
 
 struct SwarmMember {
@@ -36,6 +38,7 @@ struct SwarmMember {
   int64_t done_bytes = 0;
   int64_t total_bytes = 0;
   int64_t uploaded_bytes = 0;
+  std::vector<int64_t> segments;  // ascending, distinct: as of its last announce
   SwarmClock::time_point last_seen;
   bool complete() const { return total_bytes > 0 && done_bytes >= total_bytes; }
 };
@@ -46,7 +49,8 @@ class SwarmRegistry {
 
   explicit SwarmRegistry(SwarmClock::duration ttl = kDefaultTtl) : ttl_(ttl) {}
 
-  // Records (or refreshes) `a.node` in the swarm of `a.task`, last seen at `now`.
+  // Records (or refreshes) `a.node` in the swarm of `a.task`, last seen at `now`. Its segment
+  // list replaces the previous one (sorted, duplicates dropped).
   void announce(const Announcement& a, SwarmClock::time_point now);
   // Live members of the task's swarm (last seen less than ttl before `now`), by node id.
   std::vector<SwarmMember> members(const TaskId& task, SwarmClock::time_point now) const;

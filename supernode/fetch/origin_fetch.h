@@ -42,4 +42,54 @@ struct FetchResult {
 // sha256:…, got sha256:…". Nothing is left at output_path on failure.
 Result<FetchResult> fetch_to_file(const FetchRequest& request);
 
+// One completed segment of a segmented fetch: bytes [offset, offset + size) of the content,
+// fsynced and renamed to `path`.
+struct FetchedSegment {
+  int64_t index = 0;
+  int64_t offset = 0;
+  int64_t size = 0;
+  std::string path;
+};
+
+// A fetch that splits the content into segments of `segment_size` bytes (issue 4 items 4-5):
+// segment i is [i * segment_size, min((i + 1) * segment_size, size)), written to
+// segment_path(i) (via segment_path(i) + ".part", fsynced, renamed) and handed to on_segment
+// as soon as it is complete, while the rest is still arriving.
+//
+// Resuming: with start_offset > 0 (a multiple of segment_size) the request carries
+// "Range: bytes=<start_offset>-" (or "<start_offset>-<end_offset - 1>" when end_offset is
+// set). A 206 answer must start at start_offset (its Content-Range is checked); a 200 answer
+// (an origin without Range support) is read from zero and the bytes before start_offset are
+// discarded (they still count in origin_bytes); a 416 answer means the content ends exactly at
+// start_offset (zero bytes, success). With end_offset set (> start_offset), the fetch stops
+// after byte end_offset - 1 even when the origin sends more.
+struct SegmentFetchRequest {
+  std::string url;
+  std::vector<std::string> headers;  // "Name: value", passed to the origin (auth)
+  int64_t segment_size = 0;          // > 0
+  int64_t start_offset = 0;          // >= 0, multiple of segment_size
+  int64_t end_offset = -1;           // -1 = to the end of the content
+  std::function<std::string(int64_t index)> segment_path;
+  // Called on the fetching thread after each segment is complete, in index order. An error
+  // stops the fetch and is returned as the fetch's error. May block (the transfer waits).
+  std::function<Status(const FetchedSegment&)> on_segment;
+  // Called as bytes arrive with the bytes received from the origin so far (discarded ones
+  // included).
+  std::function<void(int64_t origin_bytes)> on_progress;
+  std::chrono::seconds connect_timeout{10};
+  const std::atomic<bool>* abort = nullptr;  // set to stop early (kErrOriginAborted)
+};
+
+struct SegmentFetchResult {
+  int64_t end = 0;             // offset after the last byte written (= content size unless
+                               // end_offset cut it)
+  int64_t origin_bytes = 0;    // body bytes received from the origin, discarded ones included
+  bool range_honoured = true;  // false: the origin answered 200 to a Range request
+  int64_t segments = 0;        // segments completed by this call
+};
+
+// Errors as fetch_to_file. On failure the segments already handed to on_segment stay (they are
+// complete); the partial one is removed.
+Result<SegmentFetchResult> fetch_segments(const SegmentFetchRequest& request);
+
 }  // namespace starling::supernode

@@ -76,29 +76,47 @@ bool read_cas(const json& j, std::optional<uint64_t>& out) {
 
 struct Encoder {
   json operator()(const CreateTask& c) const {
-    json j = {{"type", "CreateTask"},
-              {"task_id", c.task_id.get()},
-              {"url", c.url},
-              {"created_at", c.created_at},
-              {"seeder", c.seeder}};
+    json j = {{"type", "CreateTask"}, {"task_id", c.task_id.get()},
+              {"url", c.url},         {"created_at", c.created_at},
+              {"seeder", c.seeder},   {"segment_size", c.segment_size}};
     if (c.digest) j["digest"] = *c.digest;
     return j;
   }
   json operator()(const MarkTaskReady& c) const {
-    return {{"type", "MarkTaskReady"},
+    return {{"type", "MarkTaskReady"}, {"task_id", c.task_id.get()}, {"epoch", c.epoch},
+            {"size", c.size},          {"sha256", c.sha256},         {"seed_ip", c.seed_ip},
+            {"seed_port", c.seed_port}};
+  }
+  json operator()(const MarkTaskFailed& c) const {
+    json j = {{"type", "MarkTaskFailed"},
+              {"task_id", c.task_id.get()},
+              {"code", c.code},
+              {"message", c.message}};
+    if (c.epoch) j["epoch"] = *c.epoch;
+    return j;
+  }
+  json operator()(const PublishSegment& c) const {
+    return {{"type", "PublishSegment"},
             {"task_id", c.task_id.get()},
+            {"epoch", c.epoch},
+            {"index", c.index},
+            {"offset", c.offset},
             {"size", c.size},
-            {"sha256", c.sha256},
             {"metainfo",
              to_hex(reinterpret_cast<const uint8_t*>(c.metainfo.data()), c.metainfo.size())},
             {"seed_ip", c.seed_ip},
             {"seed_port", c.seed_port}};
   }
-  json operator()(const MarkTaskFailed& c) const {
-    return {{"type", "MarkTaskFailed"},
+  json operator()(const RenewSeedLease& c) const {
+    return {{"type", "RenewSeedLease"}, {"task_id", c.task_id.get()}, {"epoch", c.epoch}};
+  }
+  json operator()(const TakeOverSeed& c) const {
+    return {{"type", "TakeOverSeed"},
             {"task_id", c.task_id.get()},
-            {"code", c.code},
-            {"message", c.message}};
+            {"expected_epoch", c.expected_epoch},
+            {"new_seeder", c.new_seeder},
+            {"seed_ip", c.seed_ip},
+            {"seed_port", c.seed_port}};
   }
   json operator()(const RestartTask& c) const {
     return {{"type", "RestartTask"}, {"task_id", c.task_id.get()}, {"seeder", c.seeder}};
@@ -137,17 +155,57 @@ struct Validator {
     if (!is_node_id(s)) return bad("seeder is not a node id (64 lowercase hex)");
     return {};
   }
+  Status port(const char* what, int64_t p) const {
+    if (p < 0 || p > 65535) return bad(std::string(what) + ": seed_port out of range");
+    return {};
+  }
+  Status epoch(const char* what, uint64_t e) const {
+    if (e == 0 || e > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      return bad(std::string(what) + ": epoch is not a log index (1..2^63-1)");
+    }
+    return {};
+  }
   Status operator()(const CreateTask& c) const {
     if (Status st = task(c.task_id); !st.ok()) return st;
+    if (c.segment_size < 1 || c.segment_size > kMaxSegmentSize) {
+      return bad("CreateTask: segment_size outside 1.." + std::to_string(kMaxSegmentSize));
+    }
     return seeder(c.seeder);
   }
   Status operator()(const MarkTaskReady& c) const {
     if (Status st = task(c.task_id); !st.ok()) return st;
+    if (Status st = epoch("MarkTaskReady", c.epoch); !st.ok()) return st;
     if (c.size < 0) return bad("MarkTaskReady: negative size");
-    if (c.seed_port < 0 || c.seed_port > 65535) return bad("MarkTaskReady: seed_port out of range");
+    return port("MarkTaskReady", c.seed_port);
+  }
+  Status operator()(const MarkTaskFailed& c) const {
+    if (Status st = task(c.task_id); !st.ok()) return st;
+    if (c.epoch) return epoch("MarkTaskFailed", *c.epoch);
     return {};
   }
-  Status operator()(const MarkTaskFailed& c) const { return task(c.task_id); }
+  Status operator()(const PublishSegment& c) const {
+    if (Status st = task(c.task_id); !st.ok()) return st;
+    if (Status st = epoch("PublishSegment", c.epoch); !st.ok()) return st;
+    if (c.index < 0 || c.offset < 0) return bad("PublishSegment: negative index or offset");
+    if (c.size < 1 || c.size > kMaxSegmentSize) return bad("PublishSegment: size out of range");
+    if (c.offset > std::numeric_limits<int64_t>::max() - c.size) {
+      return bad("PublishSegment: offset + size overflows");
+    }
+    if (c.metainfo.empty() || c.metainfo.size() > kMaxSegmentMetainfoBytes) {
+      return bad("PublishSegment: metainfo empty or too large");
+    }
+    return port("PublishSegment", c.seed_port);
+  }
+  Status operator()(const RenewSeedLease& c) const {
+    if (Status st = task(c.task_id); !st.ok()) return st;
+    return epoch("RenewSeedLease", c.epoch);
+  }
+  Status operator()(const TakeOverSeed& c) const {
+    if (Status st = task(c.task_id); !st.ok()) return st;
+    if (Status st = epoch("TakeOverSeed", c.expected_epoch); !st.ok()) return st;
+    if (Status st = seeder(c.new_seeder); !st.ok()) return st;
+    return port("TakeOverSeed", c.seed_port);
+  }
   Status operator()(const RestartTask& c) const {
     if (Status st = task(c.task_id); !st.ok()) return st;
     return seeder(c.seeder);
@@ -189,17 +247,20 @@ Result<Command> decode_command_object(const json& j) {
   };
 
   if (*type == "CreateTask") {
-    if (!only_keys(j, {"type", "task_id", "url", "digest", "created_at", "seeder"})) {
+    if (!only_keys(j,
+                   {"type", "task_id", "url", "digest", "created_at", "seeder", "segment_size"})) {
       return bad("CreateTask: unknown field");
     }
     auto id = task_id();
     auto url = get_string(j, "url");
     auto created_at = get_int(j, "created_at");
     auto seeder = get_string(j, "seeder");
-    if (!id || !url || !created_at || !seeder) {
-      return bad("CreateTask: missing or mistyped task_id, url, created_at or seeder");
+    auto segment_size = get_int(j, "segment_size");
+    if (!id || !url || !created_at || !seeder || !segment_size) {
+      return bad(
+          "CreateTask: missing or mistyped task_id, url, created_at, seeder or segment_size");
     }
-    CreateTask c{*id, *url, std::nullopt, *created_at, *seeder};
+    CreateTask c{*id, *url, std::nullopt, *created_at, *seeder, *segment_size};
     if (j.contains("digest")) {
       auto digest = get_string(j, "digest");
       if (!digest) return bad("CreateTask: digest is not a string");
@@ -208,28 +269,24 @@ Result<Command> decode_command_object(const json& j) {
     return Command(std::move(c));
   }
   if (*type == "MarkTaskReady") {
-    if (!only_keys(j, {"type", "task_id", "size", "sha256", "metainfo", "seed_ip", "seed_port"})) {
+    if (!only_keys(j, {"type", "task_id", "epoch", "size", "sha256", "seed_ip", "seed_port"})) {
       return bad("MarkTaskReady: unknown field");
     }
     auto id = task_id();
+    auto epoch = get_uint(j, "epoch");
     auto size = get_int(j, "size");
     auto sha256 = get_string(j, "sha256");
-    auto metainfo_hex = get_string(j, "metainfo");
     auto seed_ip = get_string(j, "seed_ip");
     auto seed_port = get_int(j, "seed_port");
-    if (!id || !size || !sha256 || !metainfo_hex || !seed_ip || !seed_port) {
+    if (!id || !epoch || !size || !sha256 || !seed_ip || !seed_port) {
       return bad(
-          "MarkTaskReady: missing or mistyped task_id, size, sha256, metainfo, seed_ip or "
+          "MarkTaskReady: missing or mistyped task_id, epoch, size, sha256, seed_ip or "
           "seed_port");
     }
-    auto metainfo = from_hex(*metainfo_hex);
-    if (!metainfo) return bad("MarkTaskReady: metainfo is not hex");
-    return Command(MarkTaskReady{*id, *size, *sha256,
-                                 std::string(metainfo->begin(), metainfo->end()), *seed_ip,
-                                 *seed_port});
+    return Command(MarkTaskReady{*id, *epoch, *size, *sha256, *seed_ip, *seed_port});
   }
   if (*type == "MarkTaskFailed") {
-    if (!only_keys(j, {"type", "task_id", "code", "message"})) {
+    if (!only_keys(j, {"type", "task_id", "code", "message", "epoch"})) {
       return bad("MarkTaskFailed: unknown field");
     }
     auto id = task_id();
@@ -238,7 +295,61 @@ Result<Command> decode_command_object(const json& j) {
     if (!id || !code || !message) {
       return bad("MarkTaskFailed: missing or mistyped task_id, code or message");
     }
-    return Command(MarkTaskFailed{*id, *code, *message});
+    MarkTaskFailed c{*id, *code, *message, std::nullopt};
+    if (j.contains("epoch")) {
+      auto epoch = get_uint(j, "epoch");
+      if (!epoch) return bad("MarkTaskFailed: epoch is not an unsigned integer");
+      c.epoch = *epoch;
+    }
+    return Command(std::move(c));
+  }
+  if (*type == "PublishSegment") {
+    if (!only_keys(j, {"type", "task_id", "epoch", "index", "offset", "size", "metainfo", "seed_ip",
+                       "seed_port"})) {
+      return bad("PublishSegment: unknown field");
+    }
+    auto id = task_id();
+    auto epoch = get_uint(j, "epoch");
+    auto index = get_int(j, "index");
+    auto offset = get_int(j, "offset");
+    auto size = get_int(j, "size");
+    auto metainfo_hex = get_string(j, "metainfo");
+    auto seed_ip = get_string(j, "seed_ip");
+    auto seed_port = get_int(j, "seed_port");
+    if (!id || !epoch || !index || !offset || !size || !metainfo_hex || !seed_ip || !seed_port) {
+      return bad("PublishSegment: missing or mistyped field");
+    }
+    // Bound the work before decoding.
+    if (metainfo_hex->size() > 2 * kMaxSegmentMetainfoBytes) {
+      return bad("PublishSegment: metainfo too large");
+    }
+    auto metainfo = from_hex(*metainfo_hex);
+    if (!metainfo) return bad("PublishSegment: metainfo is not hex");
+    return Command(PublishSegment{*id, *epoch, *index, *offset, *size,
+                                  std::string(metainfo->begin(), metainfo->end()), *seed_ip,
+                                  *seed_port});
+  }
+  if (*type == "RenewSeedLease") {
+    if (!only_keys(j, {"type", "task_id", "epoch"})) return bad("RenewSeedLease: unknown field");
+    auto id = task_id();
+    auto epoch = get_uint(j, "epoch");
+    if (!id || !epoch) return bad("RenewSeedLease: missing or mistyped task_id or epoch");
+    return Command(RenewSeedLease{*id, *epoch});
+  }
+  if (*type == "TakeOverSeed") {
+    if (!only_keys(j,
+                   {"type", "task_id", "expected_epoch", "new_seeder", "seed_ip", "seed_port"})) {
+      return bad("TakeOverSeed: unknown field");
+    }
+    auto id = task_id();
+    auto epoch = get_uint(j, "expected_epoch");
+    auto seeder = get_string(j, "new_seeder");
+    auto seed_ip = get_string(j, "seed_ip");
+    auto seed_port = get_int(j, "seed_port");
+    if (!id || !epoch || !seeder || !seed_ip || !seed_port) {
+      return bad("TakeOverSeed: missing or mistyped field");
+    }
+    return Command(TakeOverSeed{*id, *epoch, *seeder, *seed_ip, *seed_port});
   }
   if (*type == "RestartTask") {
     if (!only_keys(j, {"type", "task_id", "seeder"})) return bad("RestartTask: unknown field");
@@ -325,8 +436,14 @@ const char* command_name(const Command& command) {
       return "KvDelete";
     case 6:
       return "IssueCertificate";
-    default:
+    case 7:
       return "RevokeCertificate";
+    case 8:
+      return "PublishSegment";
+    case 9:
+      return "RenewSeedLease";
+    default:
+      return "TakeOverSeed";
   }
 }
 

@@ -5,11 +5,13 @@
 // the network, so it is strict and total: it never throws and never crashes on any input
 // (fuzzed by tests/fuzz/command_fuzz.cc).
 //
-// Version 2 (this one) added the seeder fields, the kv commands and the Proposal envelope
-// (client_id, seq); the certificate commands (IssueCertificate, RevokeCertificate) are new
-// command types within version 2, so entries already in a log stay readable. Version 1 was only
-// ever written by the single-member LocalLog, whose entries were never stored as log entries, so
-// there is nothing to migrate: version 1 bytes are refused like any other malformed input.
+// Version 3 (this one) added segments and seed leases (issue 4 items 4-5): CreateTask carries
+// the segment size, MarkTaskReady and MarkTaskFailed the lease epoch (MarkTaskReady no longer
+// carries a whole-content metainfo: each segment is published by PublishSegment), and
+// PublishSegment, RenewSeedLease and TakeOverSeed are new. Version 2 (the seeder fields, the kv
+// and certificate commands, the Proposal envelope) is refused: its MarkTaskReady has no
+// meaning in the segmented model, and no cluster with version-2 logs was deployed. Version 1
+// was only ever written by the single-member LocalLog and is refused too.
 #pragma once
 
 #include <cstddef>
@@ -27,7 +29,7 @@ namespace starling::tracker {
 inline constexpr char kErrBadCommand[] = "tracker.bad_command";
 
 // The encoding version written by encode_proposal; decode_proposal accepts only this one.
-inline constexpr int kCommandVersion = 2;
+inline constexpr int kCommandVersion = 3;
 
 // Limits of the kv namespace.
 inline constexpr size_t kMaxKvKeyBytes = 512;
@@ -36,41 +38,93 @@ inline constexpr size_t kMaxKvValueBytes = 512 * 1024;
 inline constexpr size_t kMaxClientIdChars = 64;
 // Limit of a revocation reason.
 inline constexpr size_t kMaxRevokeReasonBytes = 256;
+// Limits of a segment: its size (CreateTask.segment_size) and its metainfo.
+inline constexpr int64_t kMaxSegmentSize = int64_t{1} << 34;  // 16 GiB
+inline constexpr size_t kMaxSegmentMetainfoBytes = 4 * 1024 * 1024;
 
 // A new task in state "fetching". `created_at` is unix seconds chosen by the proposer (the
 // state machine never reads a clock, so every replica applies the same value). `seeder` is the
-// node id (64 lowercase hex) of the supernode that fetches it from the origin and seeds it.
+// node id (64 lowercase hex) of the supernode that fetches it from the origin and seeds it; the
+// entry's log index is its seed lease epoch. `segment_size` (1..kMaxSegmentSize) is fixed for
+// the task's life.
 struct CreateTask {
   TaskId task_id;
   std::string url;
   std::optional<std::string> digest;  // "sha256:<hex>" when the caller gave one
   int64_t created_at = 0;
   std::string seeder;
+  int64_t segment_size = 0;
   bool operator==(const CreateTask&) const = default;
 };
 
-// The origin fetch of a fetching task finished: its size, SHA-256 (lowercase hex), the
-// metainfo (bencoded .torrent, raw bytes) and the seeder's libtorrent SSL endpoint
-// (`seed_ip`, `seed_port` in 0..65535; 0 = not listening).
+// The origin fetch of a fetching task finished: its size (the sum of the published segment
+// sizes), SHA-256 of the whole content (lowercase hex) and the seeder's libtorrent SSL endpoint
+// (`seed_ip`, `seed_port` in 0..65535; 0 = not listening). Fenced: `epoch` must be the task's
+// current lease epoch.
 struct MarkTaskReady {
   TaskId task_id;
+  uint64_t epoch = 0;
   int64_t size = 0;
   std::string sha256;
-  std::string metainfo;
   std::string seed_ip;
   int64_t seed_port = 0;
   bool operator==(const MarkTaskReady&) const = default;
 };
 
-// The task failed; `code`/`message` are the Error shown to users by GetTask.
+// The task failed; `code`/`message` are the Error shown to users by GetTask. `epoch`: when
+// given (a seeder reporting its own fetch failed), it must be the current lease epoch, so a
+// fenced-off seeder cannot fail a fetch another member took over; absent for failures that are
+// not about a fetch (a ready task's seed lost its content).
 struct MarkTaskFailed {
   TaskId task_id;
   std::string code;
   std::string message;
+  std::optional<uint64_t> epoch;
   bool operator==(const MarkTaskFailed&) const = default;
 };
 
-// A failed task goes back to "fetching" (a new origin fetch starts on `seeder`).
+// Segment `index` of a fetching task was fetched, hashed and added as a seed by the lease
+// holder: [offset, offset + size) of the content, `metainfo` the bencoded torrent of those
+// bytes (raw, 1..kMaxSegmentMetainfoBytes), and the seeder's data endpoint. Accepted only when
+// `epoch` is the current lease epoch, `index` the number of segments published so far,
+// `offset` the sum of their sizes, 1 <= size <= segment_size, and every earlier segment was
+// full (only the last may be shorter). It also renews the lease.
+struct PublishSegment {
+  TaskId task_id;
+  uint64_t epoch = 0;
+  int64_t index = 0;
+  int64_t offset = 0;
+  int64_t size = 0;
+  std::string metainfo;
+  std::string seed_ip;
+  int64_t seed_port = 0;
+  bool operator==(const PublishSegment&) const = default;
+};
+
+// The lease holder is alive and fetching (sent about every lease_timeout / 3). Fenced by
+// `epoch` like PublishSegment.
+struct RenewSeedLease {
+  TaskId task_id;
+  uint64_t epoch = 0;
+  bool operator==(const RenewSeedLease&) const = default;
+};
+
+// The leader saw the lease of a fetching task expire (no renewal within lease_timeout, judged on
+// its own clock) and hands the fetch to `new_seeder` (with its data endpoint). Accepted only when
+// the task is fetching and `expected_epoch` is still its lease epoch; the entry's index becomes
+// the new epoch, so the old seeder's later PublishSegment/RenewSeedLease/MarkTaskReady are
+// refused (kErrStaleLease).
+struct TakeOverSeed {
+  TaskId task_id;
+  uint64_t expected_epoch = 0;
+  std::string new_seeder;
+  std::string seed_ip;
+  int64_t seed_port = 0;
+  bool operator==(const TakeOverSeed&) const = default;
+};
+
+// A failed task goes back to "fetching" (a new origin fetch starts on `seeder`, from zero: the
+// published segments are dropped); the entry's index is the new lease epoch.
 struct RestartTask {
   TaskId task_id;
   std::string seeder;
@@ -117,8 +171,9 @@ struct RevokeCertificate {
   bool operator==(const RevokeCertificate&) const = default;
 };
 
-using Command = std::variant<CreateTask, MarkTaskReady, MarkTaskFailed, RestartTask, KvPut,
-                             KvDelete, IssueCertificate, RevokeCertificate>;
+using Command =
+    std::variant<CreateTask, MarkTaskReady, MarkTaskFailed, RestartTask, KvPut, KvDelete,
+                 IssueCertificate, RevokeCertificate, PublishSegment, RenewSeedLease, TakeOverSeed>;
 
 // The payload of every Raft entry the supernodes propose: who proposed it (`client_id`: 1..64
 // characters of [0-9a-f]), its sequence number, and the command. (client_id, seq) makes
@@ -135,7 +190,8 @@ struct Proposal {
 const char* command_name(const Command& command);
 
 // The field rules decode_proposal enforces, for values built in memory: task ids, seeders and
-// certificate node ids 64 lowercase hex, sizes >= 0, ports 0..65535, kv keys and values within
+// certificate node ids 64 lowercase hex, sizes >= 0, ports 0..65535, segment sizes and
+// metainfo within the limits above, epochs >= 1, kv keys and values within
 // the limits above, certificate roles, validities and revocation reasons as described there.
 // kErrBadCommand with the reason otherwise. Proposers check before proposing; the state
 // machine checks again before applying.
@@ -155,9 +211,9 @@ Status validate_revoke_reason(std::string_view reason);
 // Strict UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF.
 bool is_valid_utf8(std::string_view s);
 
-// JSON: {"v":2,"client_id":"..","seq":N,"command":{"type":"KvPut",...}}. Binary fields
-// (metainfo, kv values) are hex (metainfo) and standard padded base64 (values). Strings that
-// are not valid UTF-8 are encoded with U+FFFD replacements rather than throwing; a proposal
+// JSON: {"v":3,"client_id":"..","seq":N,"command":{"type":"KvPut",...}}. Binary fields
+// (metainfo, kv values) are hex (segment metainfo) and standard padded base64 (values). Strings
+// that are not valid UTF-8 are encoded with U+FFFD replacements rather than throwing; a proposal
 // that passes validate_proposal has no such string where it matters (kv keys).
 std::string encode_proposal(const Proposal& p);
 

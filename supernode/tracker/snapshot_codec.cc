@@ -113,9 +113,17 @@ void write_task(Writer& w, const TaskRecord& t) {
   w.i64(t.created_at);
   w.u8(static_cast<uint8_t>(t.state));
   w.str(t.seeder);
+  w.i64(t.segment_size);
+  w.u64(t.lease_epoch.get());
+  w.u64(t.segments.size());
+  for (const SegmentRecord& seg : t.segments) {
+    w.i64(seg.index);
+    w.i64(seg.offset);
+    w.i64(seg.size);
+    w.str(seg.metainfo);
+  }
   w.i64(t.size);
   w.str(t.sha256);
-  w.str(t.metainfo);
   w.str(t.seed_ip);
   w.i64(t.seed_port);
   w.u8(t.error ? 1 : 0);
@@ -138,8 +146,28 @@ Result<TaskRecord> read_task(Reader& r, uint64_t applied) {
     if (!r.str(digest)) return bad("truncated task");
     t.digest = std::move(digest);
   }
-  if (!r.i64(t.created_at) || !r.u8(state) || !r.str(t.seeder) || !r.i64(t.size) ||
-      !r.str(t.sha256) || !r.str(t.metainfo) || !r.str(t.seed_ip) || !r.i64(t.seed_port) ||
+  uint64_t epoch = 0, segment_count = 0;
+  if (!r.i64(t.created_at) || !r.u8(state) || !r.str(t.seeder) || !r.i64(t.segment_size) ||
+      !r.u64(epoch) || !r.u64(segment_count)) {
+    return bad("truncated task");
+  }
+  // The count is not trusted for allocation: every segment consumes bytes.
+  int64_t published = 0;
+  for (uint64_t i = 0; i < segment_count; ++i) {
+    SegmentRecord seg;
+    if (!r.i64(seg.index) || !r.i64(seg.offset) || !r.i64(seg.size) || !r.str(seg.metainfo)) {
+      return bad("truncated segment");
+    }
+    if (seg.index != static_cast<int64_t>(i) || seg.offset != published || seg.size < 1 ||
+        seg.size > t.segment_size || seg.metainfo.empty() ||
+        seg.metainfo.size() > kMaxSegmentMetainfoBytes ||
+        (!t.segments.empty() && t.segments.back().size != t.segment_size)) {
+      return bad("segment " + std::to_string(i) + " out of sequence or out of range");
+    }
+    published += seg.size;  // <= count * kMaxSegmentSize: bounded by the input length
+    t.segments.push_back(std::move(seg));
+  }
+  if (!r.i64(t.size) || !r.str(t.sha256) || !r.str(t.seed_ip) || !r.i64(t.seed_port) ||
       !r.flag(has_error)) {
     return bad("truncated task");
   }
@@ -156,6 +184,16 @@ Result<TaskRecord> read_task(Reader& r, uint64_t applied) {
   t.state = static_cast<TaskState>(state);
   if (!is_node_id(t.seeder)) return bad("task " + t.task_id.get() + ": seeder is not a node id");
   if (t.size < 0) return bad("task " + t.task_id.get() + ": negative size");
+  if (t.segment_size < 1 || t.segment_size > kMaxSegmentSize) {
+    return bad("task " + t.task_id.get() + ": segment_size out of range");
+  }
+  if (t.state == TaskState::kReady && t.size != published) {
+    return bad("task " + t.task_id.get() + ": ready size is not the sum of its segments");
+  }
+  if (epoch == 0 || epoch > updated) {
+    return bad("task " + t.task_id.get() + ": lease_epoch outside 1..updated_index");
+  }
+  t.lease_epoch = LogIndex(epoch);
   if (t.seed_port < 0 || t.seed_port > 65535) {
     return bad("task " + t.task_id.get() + ": seed_port out of range");
   }

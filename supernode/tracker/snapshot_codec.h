@@ -3,10 +3,12 @@
 // links it alone (tests/fuzz/tracker_snapshot_fuzz.cc).
 //
 // Layout (integers little-endian; str = u32 length + bytes; opt = u8 0|1 then the value):
-//   "STRKSNAP" u32 version(=2) u64 applied_index
+//   "STRKSNAP" u32 version(=3) u64 applied_index
 //   u64 n, n x task:   str task_id, str url, opt str digest, i64 created_at, u8 state,
-//                      str seeder, i64 size, str sha256, str metainfo, str seed_ip,
-//                      i64 seed_port, opt (str code, str message) error, u64 updated_index
+//                      str seeder, i64 segment_size, u64 lease_epoch,
+//                      u64 m, m x (i64 index, i64 offset, i64 size, str metainfo) segments,
+//                      i64 size, str sha256, str seed_ip, i64 seed_port,
+//                      opt (str code, str message) error, u64 updated_index
 //   u64 n, n x kv:     str key, str value, u64 create_index, u64 modify_index
 //   u64 n, n x cert:   str node_id, str role, i64 not_before, i64 not_after, u64 issued_index,
 //                      opt (i64 revoked_at, str reason, u64 revoked_index) revocation
@@ -18,11 +20,16 @@
 // decode_snapshot is strict and total: it accepts exactly the states the state machine can
 // reach — ids and keys valid as in command.h, records sorted by their key with no duplicate,
 // every index in 1..applied_index, create_index <= modify_index, an error iff the task failed,
+// segment_size in 1..kMaxSegmentSize, 1 <= lease_epoch <= updated_index, segments numbered
+// 0..m-1 with contiguous offsets, sizes 1..segment_size and only the last short, a ready task's
+// size the sum of its segments,
 // a certificate either issued (known role, 0 <= not_before < not_after) or, with no issuance
 // (issued_index 0, role "", validity 0), revoked; an issuance never after the revocation;
 // flags 0 or 1 — and nothing else, so encode_snapshot(decode_snapshot(b)) == b.
 //
-// Version 2 added the certificates. Version 1 was never stored by a deployment (the tracker
+// Version 3 added segments and seed leases (and dropped the whole-content metainfo); version 2
+// snapshots are refused (command.h explains why nothing of version 2 is migrated). Version 2
+// added the certificates. Version 1 was never stored by a deployment (the tracker
 // became replicated in the same release), so it is refused like any other version.
 #pragma once
 
@@ -37,7 +44,7 @@
 
 namespace starling::tracker {
 
-inline constexpr uint32_t kSnapshotVersion = 2;
+inline constexpr uint32_t kSnapshotVersion = 3;
 
 // The outcome recorded for one (client_id, seq).
 struct ResultRecord {

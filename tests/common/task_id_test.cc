@@ -96,5 +96,17 @@ TEST(DeriveTaskId, BadInputIsAnError) {
   EXPECT_EQ(derive_task_id({"ftp://h/f", std::nullopt, "", {}}).error().code, kErrBadUrl);
 }
 
+TEST(SegmentTorrentId, DistinctPerTaskAndIndexAndFromTheTaskId) {
+  const TaskId task = *derive_task_id({"http://one/x", std::nullopt, "", {}});
+  const TaskId other = *derive_task_id({"http://two/x", std::nullopt, "", {}});
+  const TaskId s0 = segment_torrent_id(task, 0);
+  EXPECT_EQ(s0.get().size(), 64u);
+  EXPECT_EQ(s0, segment_torrent_id(task, 0));  // deterministic
+  EXPECT_NE(s0, segment_torrent_id(task, 1));
+  EXPECT_NE(s0, segment_torrent_id(other, 0));
+  EXPECT_NE(s0, task);
+  EXPECT_EQ(s0.get().find_first_not_of("0123456789abcdef"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace starling

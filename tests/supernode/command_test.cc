@@ -25,12 +25,15 @@ std::string binary_bytes(size_t n) {
 std::vector<Command> every_command() {
   std::string torrent("d8:announce0:e\0\xff\x80", 17);
   return {
-      CreateTask{kTask, "http://origin/f?a=1", std::nullopt, 1700000000, kSeeder},
-      CreateTask{kTask, "https://h/x", std::string("sha256:") + std::string(64, '0'), -5, kSeeder},
-      MarkTaskReady{kTask, 1234567890123, std::string(64, 'f'), torrent, "10.1.2.3", 6881},
-      MarkTaskReady{kTask, 0, "", "", "", 0},
-      MarkTaskReady{kTask, 1, "s", "m", "::1", 65535},
-      MarkTaskFailed{kTask, "origin.http_status", "origin returned HTTP 404 for http://h/f"},
+      CreateTask{kTask, "http://origin/f?a=1", std::nullopt, 1700000000, kSeeder, 64 << 20},
+      CreateTask{kTask, "https://h/x", std::string("sha256:") + std::string(64, '0'), -5, kSeeder,
+                 kMaxSegmentSize},
+      MarkTaskReady{kTask, 9223372036854775807ull, 1234567890123, std::string(64, 'f'), "10.1.2.3",
+                    6881},
+      MarkTaskReady{kTask, 1, 0, "", "", 0},
+      MarkTaskReady{kTask, 7, 1, "s", "::1", 65535},
+      MarkTaskFailed{kTask, "origin.http_status", "origin returned HTTP 404 for http://h/f",
+                     std::nullopt},
       RestartTask{kTask, kSeeder},
       KvPut{"a", "", std::nullopt},
       KvPut{"config/x", "1", 0},
@@ -48,6 +51,12 @@ std::vector<Command> every_command() {
       RevokeCertificate{kSeeder, "", 0},
       RevokeCertificate{kSeeder, std::string(kMaxRevokeReasonBytes, 'r'), 1},
       RevokeCertificate{kSeeder, "\xc3\xa9t\xc3\xa9 \xf0\x9f\x90\xa6", 1},
+      PublishSegment{kTask, 3, 0, 0, 1, "m", "", 0},
+      PublishSegment{kTask, 12, 5, 5 * (64 << 20), 64 << 20, torrent, "10.1.2.3", 6881},
+      RenewSeedLease{kTask, 1},
+      RenewSeedLease{kTask, 9223372036854775807ull},
+      TakeOverSeed{kTask, 4, kSeeder, "::1", 443},
+      MarkTaskFailed{kTask, "origin.io", "disk full", 42},
   };
 }
 
@@ -72,7 +81,7 @@ TEST(ProposalCodec, RoundTripsEveryCommand) {
 
 TEST(ProposalCodec, EncodingCarriesVersionClientAndType) {
   json j = json::parse(encode_proposal(Proposal{"ab", 9, KvPut{"k", "\x01\x02", 3}}));
-  EXPECT_EQ(j["v"], 2);
+  EXPECT_EQ(j["v"], 3);
   EXPECT_EQ(j["client_id"], "ab");
   EXPECT_EQ(j["seq"], 9);
   EXPECT_EQ(j["command"]["type"], "KvPut");
@@ -106,7 +115,13 @@ TEST(ProposalCodec, CommandNames) {
                          "RevokeCertificate",
                          "RevokeCertificate",
                          "RevokeCertificate",
-                         "RevokeCertificate"};
+                         "RevokeCertificate",
+                         "PublishSegment",
+                         "PublishSegment",
+                         "RenewSeedLease",
+                         "RenewSeedLease",
+                         "TakeOverSeed",
+                         "MarkTaskFailed"};
   auto commands = every_command();
   ASSERT_EQ(commands.size(), std::size(names));
   for (size_t i = 0; i < commands.size(); ++i) EXPECT_STREQ(command_name(commands[i]), names[i]);
@@ -133,9 +148,10 @@ TEST(ProposalCodec, EveryRequiredFieldIsRequired) {
       j.erase(field);
       expect_rejected(j.dump());
     }
-    // Command fields (digest and cas are the only optional ones).
+    // Command fields (digest, cas and MarkTaskFailed's epoch are the only optional ones).
     for (auto it = base["command"].begin(); it != base["command"].end(); ++it) {
       if (it.key() == "digest" || it.key() == "cas") continue;
+      if (it.key() == "epoch" && std::holds_alternative<MarkTaskFailed>(c)) continue;
       json j = base;
       j["command"].erase(it.key());
       expect_rejected(j.dump());
@@ -188,8 +204,12 @@ TEST(ProposalCodec, RejectsMalformedInput) {
     return j.dump();
   };
   const Command put = KvPut{"k", "v", std::nullopt};
-  const Command create = CreateTask{kTask, "u", std::nullopt, 1, kSeeder};
-  const Command ready = MarkTaskReady{kTask, 1, "s", "", "", 0};
+  const Command create = CreateTask{kTask, "u", std::nullopt, 1, kSeeder, 1024};
+  const Command ready = MarkTaskReady{kTask, 1, 1, "s", "", 0};
+  const Command publish = PublishSegment{kTask, 2, 0, 0, 10, "m", "", 0};
+  const Command renew = RenewSeedLease{kTask, 2};
+  const Command takeover = TakeOverSeed{kTask, 2, kSeeder, "", 0};
+  const Command failed = MarkTaskFailed{kTask, "c", "m", 2};
   const Command restart = RestartTask{kTask, kSeeder};
   const Command issue = IssueCertificate{kSeeder, "peer", 10, 20};
   const Command revoke = RevokeCertificate{kSeeder, "why", 30};
@@ -201,11 +221,14 @@ TEST(ProposalCodec, RejectsMalformedInput) {
       "{",
       std::string("\0\0\0", 3),
       encode_proposal(Proposal{kClient, 1, put}).substr(1),
-      // version: 1 (the pre-Raft encoding) and anything else but 2
+      // version: 1 (the pre-Raft encoding), 2 (before segments) and anything else but 3
       with([](json& j) { j["v"] = 1; }, put),
-      with([](json& j) { j["v"] = 3; }, put),
-      with([](json& j) { j["v"] = "2"; }, put),
-      with([](json& j) { j["v"] = 2.0; }, put),
+      with([](json& j) { j["v"] = 2; }, put),
+      with([](json& j) { j["v"] = 4; }, put),
+      with([](json& j) { j["v"] = "3"; }, put),
+      with([](json& j) { j["v"] = 3.0; }, put),
+      R"({"v":2,"client_id":"ab","seq":1,"command":{"type":"CreateTask","task_id":")" +
+          std::string(64, 'a') + R"(","url":"u","created_at":1,"seeder":")" + kSeeder + R"("}})",
       R"({"v":1,"type":"RestartTask","task_id":")" + std::string(64, 'a') + R"("})",
       // client ids
       with([](json& j) { j["client_id"] = ""; }, put),
@@ -217,7 +240,7 @@ TEST(ProposalCodec, RejectsMalformedInput) {
       // seq
       with([](json& j) { j["seq"] = -1; }, put),
       with([](json& j) { j["seq"] = 1.5; }, put),
-      R"({"v":2,"client_id":"ab","seq":18446744073709551616,"command":{"type":"KvDelete","key":"k"}})",
+      R"({"v":3,"client_id":"ab","seq":18446744073709551616,"command":{"type":"KvDelete","key":"k"}})",
       // command
       with([](json& j) { j["command"] = "KvPut"; }, put),
       with([](json& j) { j["command"]["type"] = "DropTables"; }, put),
@@ -233,9 +256,34 @@ TEST(ProposalCodec, RejectsMalformedInput) {
       // sizes, ports, hex, timestamps
       with([](json& j) { j["command"]["created_at"] = 18446744073709551615ull; }, create),
       with([](json& j) { j["command"]["size"] = -1; }, ready),
-      with([](json& j) { j["command"]["metainfo"] = "xyz"; }, ready),
       with([](json& j) { j["command"]["seed_port"] = 65536; }, ready),
       with([](json& j) { j["command"]["seed_port"] = -1; }, ready),
+      // segments and leases: sizes, epochs, metainfo
+      with([](json& j) { j["command"]["segment_size"] = 0; }, create),
+      with([](json& j) { j["command"]["segment_size"] = kMaxSegmentSize + 1; }, create),
+      with([](json& j) { j["command"].erase("segment_size"); }, create),
+      with([](json& j) { j["command"]["epoch"] = 0; }, ready),
+      with([](json& j) { j["command"]["epoch"] = 9223372036854775808ull; }, renew),
+      with([](json& j) { j["command"]["epoch"] = 0; }, publish),
+      with([](json& j) { j["command"]["epoch"] = 0; }, failed),
+      with([](json& j) { j["command"]["epoch"] = -1; }, failed),
+      with([](json& j) { j["command"]["expected_epoch"] = 0; }, takeover),
+      with([](json& j) { j["command"]["new_seeder"] = "x"; }, takeover),
+      with([](json& j) { j["command"]["seed_port"] = 65536; }, takeover),
+      with([](json& j) { j["command"]["index"] = -1; }, publish),
+      with([](json& j) { j["command"]["offset"] = -1; }, publish),
+      with([](json& j) { j["command"]["size"] = 0; }, publish),
+      with([](json& j) { j["command"]["size"] = kMaxSegmentSize + 1; }, publish),
+      with([](json& j) { j["command"]["offset"] = 9223372036854775807ll; }, publish),
+      with([](json& j) { j["command"]["metainfo"] = ""; }, publish),
+      with([](json& j) { j["command"]["metainfo"] = "xyz"; }, publish),
+      with([](json& j) { j["command"]["metainfo"] = "6"; }, publish),
+      with(
+          [](json& j) {
+            j["command"]["metainfo"] = std::string(2 * kMaxSegmentMetainfoBytes + 2, '6');
+          },
+          publish),
+      with([](json& j) { j["command"]["seed_port"] = 70000; }, publish),
       // kv keys: empty, oversize, NUL
       with([](json& j) { j["command"]["key"] = ""; }, put),
       with([](json& j) { j["command"]["key"] = std::string(kMaxKvKeyBytes + 1, 'k'); }, put),
@@ -270,7 +318,7 @@ TEST(ProposalCodec, RejectsMalformedInput) {
       with([](json& j) { j["command"]["reason"] = std::string("nul\0", 4); }, revoke),
       with([](json& j) { j["command"]["reason"] = "del\x7f"; }, revoke),
       with([](json& j) { j["command"]["revoked_at"] = -1; }, revoke),
-      R"({"v":2,"client_id":"ab","seq":1,"command":{"type":"RevokeCertificate","node_id":")" +
+      R"({"v":3,"client_id":"ab","seq":1,"command":{"type":"RevokeCertificate","node_id":")" +
           kSeeder + R"(","reason":"bad \xff utf-8","revoked_at":1}})",
   };
   for (size_t i = 0; i < std::size(cases); ++i) {
@@ -312,8 +360,20 @@ TEST(ProposalCodec, ValidateCatchesWhatJsonCannotCarry) {
   EXPECT_TRUE(validate_kv_key("\xf4\x8f\xbf\xbf").ok());  // U+10FFFF
   EXPECT_TRUE(validate_kv_key("\xef\xbf\xbd").ok());      // U+FFFD
   EXPECT_FALSE(validate_command(KvPut{"k", std::string(kMaxKvValueBytes + 1, 'v'), 0}).ok());
-  EXPECT_FALSE(validate_command(CreateTask{kTask, "u", std::nullopt, 1, ""}).ok());
-  EXPECT_FALSE(validate_command(MarkTaskReady{TaskId("x"), 1, "", "", "", 0}).ok());
+  EXPECT_FALSE(validate_command(CreateTask{kTask, "u", std::nullopt, 1, "", 1}).ok());
+  EXPECT_FALSE(validate_command(CreateTask{kTask, "u", std::nullopt, 1, kSeeder, 0}).ok());
+  EXPECT_TRUE(validate_command(CreateTask{kTask, "u", std::nullopt, 1, kSeeder, 1}).ok());
+  EXPECT_FALSE(validate_command(MarkTaskReady{TaskId("x"), 1, 1, "", "", 0}).ok());
+  EXPECT_FALSE(validate_command(MarkTaskReady{kTask, 0, 1, "", "", 0}).ok());
+  EXPECT_FALSE(
+      validate_command(
+          PublishSegment{kTask, 1, 0, 0, 1, std::string(kMaxSegmentMetainfoBytes + 1, 'm'), "", 0})
+          .ok());
+  EXPECT_TRUE(validate_command(PublishSegment{kTask, 1, 0, 0, 1,
+                                              std::string(kMaxSegmentMetainfoBytes, 'm'), "", 0})
+                  .ok());
+  EXPECT_FALSE(validate_command(TakeOverSeed{kTask, 1, "", "", 0}).ok());
+  EXPECT_FALSE(validate_command(RenewSeedLease{kTask, 0}).ok());
   EXPECT_FALSE(validate_proposal(Proposal{"", 1, KvDelete{"k", std::nullopt}}).ok());
   EXPECT_FALSE(validate_proposal(Proposal{"A", 1, KvDelete{"k", std::nullopt}}).ok());
   EXPECT_TRUE(validate_proposal(Proposal{"a", 1, KvDelete{"k", std::nullopt}}).ok());
@@ -363,7 +423,8 @@ TEST(Base64, MatchesRfc4648AndRefusesNonCanonicalForms) {
 }
 
 TEST(ProposalCodec, InvalidUtf8InFreeTextIsReplacedNotThrown) {
-  Proposal p{"a", 1, MarkTaskFailed{kTask, "origin.io", std::string("bad \xff\xfe bytes")}};
+  Proposal p{"a", 1,
+             MarkTaskFailed{kTask, "origin.io", std::string("bad \xff\xfe bytes"), std::nullopt}};
   auto decoded = decode_proposal(encode_proposal(p));
   ASSERT_TRUE(decoded.ok());
   EXPECT_EQ(std::get<MarkTaskFailed>(decoded->command).code, "origin.io");
@@ -374,7 +435,7 @@ TEST(ProposalCodec, SurvivesDeepNestingAndGarbage) {
   EXPECT_FALSE(decode_proposal(deep).ok());
   std::string deep_closed = std::string(10000, '[') + std::string(10000, ']');
   EXPECT_FALSE(decode_proposal(deep_closed).ok());
-  std::string deep_command = R"({"v":2,"client_id":"a","seq":1,"command":)" +
+  std::string deep_command = R"({"v":3,"client_id":"a","seq":1,"command":)" +
                              std::string(10000, '[') + std::string(10000, ']') + "}";
   EXPECT_FALSE(decode_proposal(deep_command).ok());
   std::string garbage;

@@ -11,7 +11,7 @@ namespace {
 NodeId node(char c) { return NodeId(std::string(64, c)); }
 
 Candidate cand(char c, int64_t done, int64_t uploaded) {
-  return Candidate{node(c), "10.0.0.1", 65002, done, uploaded, false};
+  return Candidate{node(c), "10.0.0.1", 65002, done, uploaded, false, {}};
 }
 
 std::string order(const std::vector<Candidate>& ranked) {
@@ -66,10 +66,24 @@ TEST(Scheduler, OrderDoesNotDependOnInputOrder) {
 }
 
 TEST(Scheduler, KeepsEndpointAndSeedFlag) {
-  Candidate c{node('a'), "198.18.0.7", 65002, 9, 1, true};
+  Candidate c{node('a'), "198.18.0.7", 65002, 9, 1, true, {}};
   auto ranked = rank(node('r'), {c}, 5);
   ASSERT_EQ(ranked.size(), 1u);
   EXPECT_EQ(ranked[0], c);
+}
+
+// Each candidate's segment list reaches the requester unchanged, with its rank decided by the
+// same rules as before segments existed (more done bytes first).
+TEST(Scheduler, CarriesEachCandidatesSegments) {
+  Candidate a{node('a'), "198.18.0.7", 65002, 8 << 20, 0, false, {0, 1}};
+  Candidate b{node('b'), "198.18.0.8", 65002, 4 << 20, 0, false, {0}};
+  Candidate r{node('r'), "198.18.0.9", 65002, 12 << 20, 0, false, {0, 1, 2}};
+  auto ranked = rank(node('r'), {b, r, a}, 5);
+  ASSERT_EQ(ranked.size(), 2u);
+  EXPECT_EQ(ranked[0], a);
+  EXPECT_EQ(ranked[1], b);
+  EXPECT_EQ(ranked[0].segments, (std::vector<int64_t>{0, 1}));
+  EXPECT_EQ(ranked[1].segments, (std::vector<int64_t>{0}));
 }
 
 }  // namespace

@@ -19,6 +19,7 @@
 #include "origin/http_origin.h"
 #include "peer/engine/torrent_engine.h"
 #include "supernode/supernode.h"
+#include "tests/http/http_test_util.h"
 
 namespace starling::supernode {
 namespace {
@@ -26,6 +27,9 @@ namespace {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using nlohmann::json;
+
+// The supernode's segment size in these tests: the 3 MiB blob is 4 segments.
+constexpr int64_t kSegment = 1024 * 1024;
 
 int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(
@@ -93,11 +97,13 @@ class SupernodeServiceTest : public ::testing::Test {
     std::ofstream(www_ + "/" + name, std::ios::binary) << bytes;
   }
 
-  void start_supernode() {
+  void start_supernode(std::chrono::milliseconds seed_lease = std::chrono::milliseconds(6000)) {
     SupernodeConfig config;
+    config.seed_lease_timeout = seed_lease;
     config.network_dir = net_dir_;
     config.data_dir = data_dir_;
     config.mesh_port = 0;
+    config.segment_size = kSegment;
     auto node = Supernode::start(config);
     ASSERT_TRUE(node.ok()) << node.error().code << ": " << node.error().message;
     node_ = std::move(node).value();
@@ -221,10 +227,23 @@ TEST_F(SupernodeServiceTest, ConcurrentRegistrationsShareOneOriginFetch) {
   EXPECT_EQ(t["sha256"], blob_sha_);
   EXPECT_EQ(t["url"], url("blob.bin"));
   EXPECT_EQ(t["origin_bytes"], blob_.size());
-  std::string metainfo = base64_decode(t["metainfo"]);
-  auto size = peer::check_metainfo(metainfo);
-  ASSERT_TRUE(size.ok()) << size.error().message;
-  EXPECT_EQ(*size, static_cast<int64_t>(blob_.size()));
+  // Segments of kSegment bytes, each a torrent of its own, contiguous; the last one shorter.
+  EXPECT_FALSE(t.contains("metainfo"));
+  EXPECT_EQ(t["segment_size"], kSegment);
+  EXPECT_EQ(t["seeder"], node_->node_id().get());
+  const json segments = t["segments"];
+  ASSERT_EQ(segments.size(), 4u) << t.dump();
+  int64_t offset = 0;
+  for (size_t i = 0; i < segments.size(); ++i) {
+    EXPECT_EQ(segments[i]["index"], i);
+    EXPECT_EQ(segments[i]["offset"], offset);
+    auto size = peer::check_metainfo(base64_decode(segments[i]["metainfo"]));
+    ASSERT_TRUE(size.ok()) << size.error().message;
+    EXPECT_EQ(*size, segments[i]["size"].get<int64_t>());
+    offset += *size;
+  }
+  EXPECT_EQ(offset, static_cast<int64_t>(blob_.size()));
+  EXPECT_EQ(segments[3]["size"], blob_.size() - 3 * kSegment);
   EXPECT_EQ(origin_->stats().requests, 1);
 
   // A later registration of a ready task fetches nothing.
@@ -276,12 +295,80 @@ TEST_F(SupernodeServiceTest, ConcurrentRegistrationsShareOneOriginFetch) {
   ASSERT_TRUE(again.ok()) << again.error().message;
   EXPECT_EQ((*again)["state"], "ready");
   EXPECT_EQ((*again)["sha256"], blob_sha_);
-  EXPECT_EQ(base64_decode((*again)["metainfo"]), metainfo);
+  EXPECT_EQ((*again)["segments"], segments);
   ann["node_id"] = crypto::node_id_of(c.key.public_key).get();
   auto pc = call(c, "Announce", ann);
   ASSERT_TRUE(pc.ok());
   EXPECT_EQ((*pc)["peers"][0]["seed"], true);
   EXPECT_EQ(origin_->stats().requests, 1);
+}
+
+// Issue 4 item 5 on one member: the seeder stops mid-fetch; after a restart its lease
+// expires, the leader (itself) takes the fetch over with a new epoch and resumes it with a Range
+// request after the published segments, which it keeps seeding. The origin serves each byte
+// about once.
+TEST_F(SupernodeServiceTest, AnInterruptedFetchIsTakenOverAndResumedWithRange) {
+  std::atomic<int64_t> sent{0};
+  std::atomic<int> range_requests{0};
+  const std::string body = blob_;
+  testing::ScriptedServer slow([&](testing::tcp::socket& sock,
+                                   const testing::http::request<testing::http::string_body>& req,
+                                   testing::ScriptedServer& self) {
+    size_t from = 0;
+    std::string range(req[testing::http::field::range]);
+    if (range.rfind("bytes=", 0) == 0) {
+      from = std::stoul(range.substr(6));
+      ++range_requests;
+    }
+    std::string head = from == 0 ? "HTTP/1.1 200 OK\r\n" : "HTTP/1.1 206 Partial Content\r\n";
+    if (from > 0) {
+      head += "Content-Range: bytes " + std::to_string(from) + "-" +
+              std::to_string(body.size() - 1) + "/" + std::to_string(body.size()) + "\r\n";
+    }
+    head +=
+        "Content-Length: " + std::to_string(body.size() - from) + "\r\nConnection: close\r\n\r\n";
+    boost::system::error_code ec;
+    testing::asio::write(sock, testing::asio::buffer(head), ec);
+    // About 2 MiB/s: the 3 MiB blob takes over a second.
+    for (size_t off = from; off < body.size() && !ec && !self.stopping(); off += 64 * 1024) {
+      size_t n = std::min<size_t>(64 * 1024, body.size() - off);
+      testing::asio::write(sock, testing::asio::buffer(body.data() + off, n), ec);
+      if (!ec) sent += static_cast<int64_t>(n);
+      std::this_thread::sleep_for(30ms);
+    }
+  });
+  const std::string slow_url = "http://127.0.0.1:" + std::to_string(slow.port()) + "/blob.bin";
+  Client c = connect();
+  ASSERT_TRUE(c.rpc);
+  auto r = call(c, "RegisterTask", {{"url", slow_url}});
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  const std::string id = (*r)["task_id"];
+  // Wait for the first published segment, then stop the seeder mid-fetch.
+  json t;
+  auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto g = call(c, "GetTask", {{"task_id", id}});
+    ASSERT_TRUE(g.ok()) << g.error().message;
+    t = *g;
+    if (!t["segments"].empty()) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_EQ(t["state"], "fetching") << t.dump();
+  ASSERT_GE(t["segments"].size(), 1u) << t.dump();
+  ASSERT_LT(t["segments"].size(), 4u) << "the fetch ended before the stop: " << t.dump();
+  c.rpc.reset();
+  node_.reset();
+  start_supernode(1000ms);
+  Client d = connect();
+  ASSERT_TRUE(d.rpc);
+  t = wait_settled(d, id);
+  ASSERT_EQ(t["state"], "ready") << t.dump();
+  EXPECT_EQ(t["sha256"], blob_sha_);
+  EXPECT_EQ(t["size"], blob_.size());
+  EXPECT_EQ(t["segments"].size(), 4u);
+  EXPECT_EQ(range_requests.load(), 1);
+  // Each byte about once: only what was in flight when it stopped is fetched twice.
+  EXPECT_LE(sent.load(), static_cast<int64_t>(blob_.size()) + 2 * kSegment) << sent.load();
 }
 
 TEST_F(SupernodeServiceTest, OriginErrorsAreShownAndARetryRestartsTheFetch) {

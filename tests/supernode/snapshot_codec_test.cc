@@ -16,13 +16,17 @@ TaskRecord make_task(char c, TaskState state, uint64_t updated) {
   t.state = state;
   t.seeder = std::string(64, '7');
   t.updated_index = LogIndex(updated);
+  t.segment_size = 4;
+  t.lease_epoch = LogIndex(updated > 1 ? updated - 1 : 1);
   if (state == TaskState::kReady) {
+    t.segments = {SegmentRecord{0, 0, 4, std::string("d\0\xff", 3)}, SegmentRecord{1, 4, 4, "m1"},
+                  SegmentRecord{2, 8, 2, "m2"}};
     t.size = 10;
     t.sha256 = std::string(64, 'e');
-    t.metainfo = std::string("d\0\xff", 3);
     t.seed_ip = "10.0.0.2";
     t.seed_port = 6881;
   }
+  if (state == TaskState::kFetching) t.segments = {SegmentRecord{0, 0, 4, "f0"}};
   if (state == TaskState::kFailed) t.error = make_error("origin.io", "reset");
   return t;
 }
@@ -67,7 +71,12 @@ TEST(SnapshotCodec, RoundTripsExactly) {
   ASSERT_TRUE(decoded.ok()) << decoded.error().message;
   EXPECT_EQ(decoded->applied_index, LogIndex(40));
   ASSERT_EQ(decoded->tasks.size(), 3u);
-  EXPECT_EQ(decoded->tasks[0].metainfo, std::string("d\0\xff", 3));
+  ASSERT_EQ(decoded->tasks[0].segments.size(), 3u);
+  EXPECT_EQ(decoded->tasks[0].segments[0].metainfo, std::string("d\0\xff", 3));
+  EXPECT_EQ(decoded->tasks[0].segments, sample().tasks[0].segments);
+  EXPECT_EQ(decoded->tasks[2].segments, sample().tasks[2].segments);
+  EXPECT_EQ(decoded->tasks[0].lease_epoch, LogIndex(2));
+  EXPECT_EQ(decoded->tasks[0].segment_size, 4);
   EXPECT_EQ(decoded->tasks[0].digest, "sha256:" + std::string(64, '0'));
   ASSERT_TRUE(decoded->tasks[1].error.has_value());
   EXPECT_EQ(decoded->tasks[1].error->message, "reset");
@@ -96,6 +105,18 @@ TEST(SnapshotCodec, RefusesStatesNoTrackerCanReach) {
       {"failed without error", [](SnapshotData& d) { d.tasks[1].error.reset(); }},
       {"task index 0", [](SnapshotData& d) { d.tasks[2].updated_index = LogIndex(0); }},
       {"task index > applied", [](SnapshotData& d) { d.tasks[2].updated_index = LogIndex(41); }},
+      {"segment size 0", [](SnapshotData& d) { d.tasks[1].segment_size = 0; }},
+      {"segment size too big",
+       [](SnapshotData& d) { d.tasks[1].segment_size = kMaxSegmentSize + 1; }},
+      {"lease epoch 0", [](SnapshotData& d) { d.tasks[1].lease_epoch = LogIndex(0); }},
+      {"lease epoch > updated", [](SnapshotData& d) { d.tasks[1].lease_epoch = LogIndex(5); }},
+      {"ready size not the sum", [](SnapshotData& d) { d.tasks[0].size = 11; }},
+      {"segment gap", [](SnapshotData& d) { d.tasks[0].segments[1].offset = 5; }},
+      {"segment index", [](SnapshotData& d) { d.tasks[0].segments[1].index = 2; }},
+      {"short segment not last", [](SnapshotData& d) { d.tasks[0].segments[0].size = 3; }},
+      {"oversize segment", [](SnapshotData& d) { d.tasks[2].segments[0].size = 5; }},
+      {"empty segment", [](SnapshotData& d) { d.tasks[2].segments[0].size = 0; }},
+      {"empty segment metainfo", [](SnapshotData& d) { d.tasks[2].segments[0].metainfo = ""; }},
       {"kv out of order", [](SnapshotData& d) { std::swap(d.kv[0], d.kv[1]); }},
       {"duplicate key", [](SnapshotData& d) { d.kv[1].key = "a"; }},
       {"empty key", [](SnapshotData& d) { d.kv[0].key = ""; }},
@@ -171,8 +192,8 @@ TEST(SnapshotCodec, RefusesMalformedBytes) {
   std::string long_str(good.begin(), good.begin() + 28);
   long_str += std::string(4, '\xff');
   EXPECT_FALSE(decode_snapshot(long_str).ok());
-  // Version 1 (before certificates) and unknown versions are refused.
-  for (char v : {char{1}, char{3}}) {
+  // Versions 1 (before certificates), 2 (before segments) and unknown versions are refused.
+  for (char v : {char{1}, char{2}, char{4}}) {
     std::string version = good;
     version[8] = v;
     EXPECT_FALSE(decode_snapshot(version).ok()) << int{v};

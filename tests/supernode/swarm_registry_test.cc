@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 namespace starling::supernode {
 namespace {
@@ -15,7 +16,7 @@ TaskId task(char c) { return TaskId(std::string(64, c)); }
 NodeId node(char c) { return NodeId(std::string(64, c)); }
 
 Announcement ann(char t, char n, int64_t done, int64_t total = 100, int64_t up = 0) {
-  return Announcement{task(t), node(n), "198.18.0.1", 65002, done, total, up};
+  return Announcement{task(t), node(n), "198.18.0.1", 65002, done, total, up, {}};
 }
 
 std::string nodes(const std::vector<SwarmMember>& ms) {
@@ -109,9 +110,41 @@ TEST(SwarmRegistry, CountsDistinctLiveNodes) {
 }
 
 TEST(SwarmRegistry, CompleteNeedsAKnownTotal) {
-  EXPECT_FALSE((SwarmMember{node('a'), "", 0, 0, 0, 0, t0}).complete());
-  EXPECT_FALSE((SwarmMember{node('a'), "", 0, 5, 10, 0, t0}).complete());
-  EXPECT_TRUE((SwarmMember{node('a'), "", 0, 10, 10, 0, t0}).complete());
+  EXPECT_FALSE((SwarmMember{node('a'), "", 0, 0, 0, 0, {}, t0}).complete());
+  EXPECT_FALSE((SwarmMember{node('a'), "", 0, 5, 10, 0, {}, t0}).complete());
+  EXPECT_TRUE((SwarmMember{node('a'), "", 0, 10, 10, 0, {}, t0}).complete());
+}
+
+// Which segments each node has added: the latest announce replaces the list (a peer adds
+// segments as the seeder publishes them), sorted and without duplicates; nodes and tasks
+// keep their own lists.
+TEST(SwarmRegistry, RecordsTheSegmentsEachNodeAnnounced) {
+  SwarmRegistry reg;
+  Announcement a = ann('x', 'a', 0, 0);
+  a.segments = {0};
+  reg.announce(a, t0);
+  Announcement b = ann('x', 'b', 0, 0);
+  b.segments = {2, 0, 1, 1};
+  reg.announce(b, t0);
+  Announcement other = ann('y', 'a', 0, 0);
+  other.segments = {5};
+  reg.announce(other, t0);
+  auto ms = reg.members(task('x'), t0 + 1s);
+  ASSERT_EQ(ms.size(), 2u);
+  EXPECT_EQ(ms[0].segments, (std::vector<int64_t>{0}));
+  EXPECT_EQ(ms[1].segments, (std::vector<int64_t>{0, 1, 2}));
+
+  a.segments = {0, 1};
+  reg.announce(a, t0 + 2s);
+  ms = reg.members(task('x'), t0 + 3s);
+  ASSERT_EQ(ms.size(), 2u);
+  EXPECT_EQ(ms[0].segments, (std::vector<int64_t>{0, 1}));
+  auto y = reg.members(task('y'), t0 + 3s);
+  ASSERT_EQ(y.size(), 1u);
+  EXPECT_EQ(y[0].segments, (std::vector<int64_t>{5}));
+  // A node that has added nothing yet (it only registered) is a member with no segments.
+  reg.announce(ann('x', 'c', 0, 0), t0 + 3s);
+  EXPECT_TRUE(reg.members(task('x'), t0 + 4s)[2].segments.empty());
 }
 
 }  // namespace

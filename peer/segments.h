@@ -1,0 +1,63 @@
+// What a peer learns about a segmented task from the supernodes (ARCHITECTURE §3,
+// notes/segments_contract.md), and how it turns finished segments into the content file.
+//
+// A task is a sequence of segments; segment i covers [i*segment_size, min((i+1)*segment_size,
+// size)) and is its own torrent (engine key segment_torrent_id(task, i)). The seeder publishes
+// segments in index order while it is still fetching, so a GetTask answer lists a prefix of
+// them until the task is ready.
+//
+// parse_get_task() is the pure parser of a GetTask answer (untrusted input: it never throws
+// and never crashes; fuzzed by tests/fuzz/get_task_fuzz.cc). assemble_segments() is the I/O
+// shell that writes the content file. No state, no threads: callers own what they parse.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/result.h"
+
+namespace starling::peer {
+
+// A GetTask answer that breaks the segment rules (bad index, offset, size, metainfo).
+inline constexpr char kErrBadTaskInfo[] = "peer.bad_task_info";
+
+struct PublishedSegment {
+  int64_t index = 0;
+  int64_t offset = 0;    // == index * segment_size
+  int64_t size = 0;      // 1..segment_size
+  std::string metainfo;  // raw bencoded bytes (decoded from base64)
+};
+
+struct PublishedTask {
+  std::string state;  // "fetching", "ready" or "failed" (any other string is kept as is)
+  int64_t segment_size = 0;
+  std::vector<PublishedSegment> segments;  // by index, no duplicates
+  std::optional<int64_t> size;             // ready: the whole content's size
+  std::string sha256;                      // ready: lowercase hex of the whole content
+  std::optional<Error> error;              // failed: the supernode's error
+};
+
+// Parses {"state", "segment_size", "segments": [{"index","offset","size","metainfo"}],
+// "size"?, "sha256"?, "error"?}. Checks each segment's geometry against segment_size (offset =
+// index * segment_size, 0 < size <= segment_size), that indices are distinct, and, when the
+// task is ready, that the segments cover exactly [0, size) (indices 0..n-1, every one but the
+// last full; none when size is 0) and sha256 is 64 lowercase hex. kErrBadTaskInfo otherwise,
+// naming the field.
+Result<PublishedTask> parse_get_task(const nlohmann::json& answer);
+
+// True when the task is ready and every one of its segments is listed (parse_get_task
+// guarantees this for a parsed ready task; kept as the one place the rule is stated).
+bool all_segments_known(const PublishedTask& task);
+
+// Writes the concatenation of `parts` (in order) to `out_path` through a temp file in the same
+// directory (copy_file_range, falling back to read/write where the kernel or file system
+// refuses), fsyncs and renames it into place. I/O failures are kErrAssemble ("cannot read
+// PATH: reason"); on failure no temp file is left behind and `out_path` is untouched.
+inline constexpr char kErrAssemble[] = "peer.assemble";
+Status assemble_segments(const std::vector<std::string>& parts, const std::string& out_path);
+
+}  // namespace starling::peer

@@ -1,0 +1,181 @@
+// The peer's view of a segmented task: parse_get_task (the GetTask answer, untrusted) and
+// assemble_segments (segment files -> one content file, atomically).
+#include "peer/segments.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "crypto/base64.h"
+
+namespace starling::peer {
+namespace {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+const std::string kSha(64, 'a');
+
+json seg(int64_t index, int64_t offset, int64_t size, std::string metainfo = "d4:infoe") {
+  return {{"index", index},
+          {"offset", offset},
+          {"size", size},
+          {"metainfo", crypto::base64_encode(metainfo)}};
+}
+
+json fetching(json segments) {
+  return {{"task_id", std::string(64, 'f')},
+          {"url", "http://o/f"},
+          {"state", "fetching"},
+          {"segment_size", 10},
+          {"segments", std::move(segments)}};
+}
+
+json ready(json segments, int64_t size) {
+  json j = fetching(std::move(segments));
+  j["state"] = "ready";
+  j["size"] = size;
+  j["sha256"] = kSha;
+  return j;
+}
+
+TEST(ParseGetTask, AcceptsWhatTheContractDescribes) {
+  auto f = parse_get_task(fetching({seg(0, 0, 10)}));
+  ASSERT_TRUE(f.ok()) << f.error().message;
+  EXPECT_EQ(f->state, "fetching");
+  ASSERT_EQ(f->segments.size(), 1u);
+  EXPECT_EQ(f->segments[0].metainfo, "d4:infoe");  // decoded from base64
+  EXPECT_FALSE(f->size.has_value());
+  EXPECT_FALSE(all_segments_known(*f));
+
+  auto none_yet = parse_get_task(fetching(json::array()));
+  ASSERT_TRUE(none_yet.ok());
+  EXPECT_TRUE(none_yet->segments.empty());
+
+  // Listed out of order: sorted by index.
+  auto r = parse_get_task(ready({seg(2, 20, 5), seg(0, 0, 10), seg(1, 10, 10)}, 25));
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  ASSERT_EQ(r->segments.size(), 3u);
+  EXPECT_EQ(r->segments[0].index, 0);
+  EXPECT_EQ(r->segments[2].index, 2);
+  EXPECT_EQ(*r->size, 25);
+  EXPECT_EQ(r->sha256, kSha);
+  EXPECT_TRUE(all_segments_known(*r));
+
+  // Empty content: ready, zero segments.
+  auto empty = parse_get_task(ready(json::array(), 0));
+  ASSERT_TRUE(empty.ok()) << empty.error().message;
+  EXPECT_TRUE(all_segments_known(*empty));
+
+  auto failed = parse_get_task(
+      {{"state", "failed"}, {"error", {{"code", "origin.http"}, {"message", "HTTP 404"}}}});
+  ASSERT_TRUE(failed.ok());
+  ASSERT_TRUE(failed->error.has_value());
+  EXPECT_EQ(failed->error->code, "origin.http");
+  EXPECT_EQ(failed->error->message, "HTTP 404");
+}
+
+TEST(ParseGetTask, RefusesAnswersThatBreakTheSegmentRules) {
+  struct Case {
+    const char* name;
+    json answer;
+    std::string message;
+  };
+  json no_state = fetching({});
+  no_state.erase("state");
+  json no_size = ready({seg(0, 0, 10)}, 10);
+  no_size.erase("size");
+  json bad_sha = ready({seg(0, 0, 10)}, 10);
+  bad_sha["sha256"] = "ABC";
+  json no_segment_size = fetching({seg(0, 0, 10)});
+  no_segment_size.erase("segment_size");
+  const Case cases[] = {
+      {"not an object", json::array(), "not an object"},
+      {"no state", no_state, "no \"state\""},
+      {"segments not a list", fetching("x"), "\"segments\" is not a list"},
+      {"no segment size", no_segment_size, "without a positive \"segment_size\""},
+      {"segment not an object", fetching({1}), "a segment is not an object"},
+      {"negative index", fetching({seg(-1, 0, 10)}), "lacks index, offset or size"},
+      {"wrong offset", fetching({seg(1, 5, 10)}), "segment 1 has offset 5"},
+      {"huge index", fetching({seg(int64_t{1} << 62, 0, 10)}), "has offset"},
+      {"empty segment", fetching({seg(0, 0, 0)}), "segment 0 has size 0"},
+      {"oversized segment", fetching({seg(0, 0, 11)}), "segment 0 has size 11"},
+      {"listed twice", fetching({seg(0, 0, 10), seg(0, 0, 10)}), "segment 0 is listed twice"},
+      {"not base64", fetching({{{"index", 0}, {"offset", 0}, {"size", 10}, {"metainfo", "*"}}}),
+       "segment 0 has no base64 metainfo"},
+      {"ready without size", no_size, "without \"size\""},
+      {"ready without sha256", bad_sha, "without a sha256"},
+      {"ready with a gap", ready({seg(0, 0, 10), seg(2, 20, 5)}, 25), "do not cover"},
+      {"ready with a short middle", ready({seg(0, 0, 4), seg(1, 10, 5)}, 15), "do not cover"},
+      {"ready with too few bytes", ready({seg(0, 0, 10)}, 15), "cover 10 of 15 bytes"},
+      {"ready with too many bytes", ready({seg(0, 0, 10)}, 5), "cover 10 of 5 bytes"},
+  };
+  for (const Case& c : cases) {
+    auto r = parse_get_task(c.answer);
+    ASSERT_FALSE(r.ok()) << c.name;
+    EXPECT_EQ(r.error().code, kErrBadTaskInfo) << c.name;
+    EXPECT_NE(r.error().message.find(c.message), std::string::npos)
+        << c.name << ": " << r.error().message;
+  }
+}
+
+class AssembleSegments : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/segments_test-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string write(const std::string& name, const std::string& bytes) {
+    std::ofstream(dir_ + "/" + name, std::ios::binary) << bytes;
+    return dir_ + "/" + name;
+  }
+  std::string read(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  size_t entries() { return static_cast<size_t>(std::distance(fs::directory_iterator(dir_), {})); }
+  std::string dir_;
+};
+
+TEST_F(AssembleSegments, ConcatenatesInOrderAndReplacesAtomically) {
+  std::string big(3 << 20, '\0');
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 7 + i / 4096);
+  const auto a = write("seg-0", big);
+  const auto b = write("seg-1", "tail");
+  write("content", "old content");
+  ASSERT_TRUE(assemble_segments({a, b}, dir_ + "/content").ok());
+  EXPECT_EQ(read(dir_ + "/content"), big + "tail");
+  EXPECT_EQ(entries(), 3u);  // no temp file left
+
+  ASSERT_TRUE(assemble_segments({}, dir_ + "/empty").ok());  // empty content
+  EXPECT_TRUE(fs::exists(dir_ + "/empty"));
+  EXPECT_EQ(fs::file_size(dir_ + "/empty"), 0u);
+}
+
+TEST_F(AssembleSegments, AMissingSegmentIsAnErrorAndLeavesNothing) {
+  const auto a = write("seg-0", "abc");
+  write("content", "old content");
+  auto st = assemble_segments({a, dir_ + "/seg-1"}, dir_ + "/content");
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().code, kErrAssemble);
+  EXPECT_EQ(st.error().message, "cannot read " + dir_ + "/seg-1: No such file or directory");
+  EXPECT_EQ(read(dir_ + "/content"), "old content");
+  EXPECT_EQ(entries(), 2u);
+
+  auto nodir = assemble_segments({a}, dir_ + "/no/such/content");
+  ASSERT_FALSE(nodir.ok());
+  EXPECT_NE(
+      nodir.error().message.find("cannot create a temp file for " + dir_ + "/no/such/content"),
+      std::string::npos)
+      << nodir.error().message;
+}
+
+}  // namespace
+}  // namespace starling::peer
