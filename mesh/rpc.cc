@@ -229,10 +229,25 @@ std::unique_ptr<RpcServer> serve(std::unique_ptr<MeshListener> listener, RpcHand
 Result<std::unique_ptr<RpcClient>> RpcClient::connect(const std::string& host, uint16_t port,
                                                       const MeshConfig& config,
                                                       std::chrono::milliseconds timeout) {
-  auto s = dial(host, port, config, timeout);
+  if (!config.payload_source) {
+    auto s = dial(host, port, config, timeout);
+    if (!s) return s.error();
+    return std::make_unique<RpcClient>(std::move(*s));
+  }
+  // Dial with one snapshot of the source, so the generation remembered is the payload sent.
+  const PayloadSource::Snapshot snapshot = config.payload_source->get();
+  MeshConfig fixed = config;
+  fixed.payload = snapshot.payload;
+  fixed.payload_source = nullptr;
+  auto s = dial(host, port, fixed, timeout);
   if (!s) return s.error();
-  return std::make_unique<RpcClient>(std::move(*s));
+  auto client = std::make_unique<RpcClient>(std::move(*s));
+  client->source_ = config.payload_source;
+  client->generation_ = snapshot.generation;
+  return client;
 }
+
+bool RpcClient::outdated() const { return source_ && source_->generation() != generation_; }
 
 RpcClient::RpcClient(std::unique_ptr<MeshSession> session) : session_(std::move(session)) {}
 
@@ -241,6 +256,11 @@ const RemotePeer& RpcClient::remote() const { return session_->remote(); }
 Result<nlohmann::json> RpcClient::call(const std::string& method, const nlohmann::json& params,
                                        std::chrono::milliseconds timeout) {
   std::lock_guard lock(mu_);
+  if (outdated()) {
+    session_->close();
+    return make_error(kErrClosed, "session with " + session_->remote().address +
+                                      " was made with a replaced certificate; dial again");
+  }
   RpcRequest req;
   req.id = next_id_++;
   req.method = method;

@@ -49,6 +49,13 @@ class RpcServer {
 std::unique_ptr<RpcServer> serve(std::unique_ptr<MeshListener> listener, RpcHandler handler);
 
 // One session to one server; calls are serialised (thread-safe).
+//
+// A client dialled with a MeshConfig::payload_source remembers which payload (certificate) its
+// session presented. Once the source has been set() to a newer one, the session is retired:
+// call() closes it without sending anything and returns kErrClosed ("session with H:P was made
+// with a replaced certificate; dial again"), a transport error on which every caller redials.
+// A server re-checks the caller's certificate on every request, so a session kept with an old
+// certificate would start failing when that certificate expires.
 class RpcClient {
  public:
   static Result<std::unique_ptr<RpcClient>> connect(const std::string& host, uint16_t port,
@@ -59,11 +66,15 @@ class RpcClient {
   Result<nlohmann::json> call(const std::string& method, const nlohmann::json& params,
                               std::chrono::milliseconds timeout);
   const RemotePeer& remote() const;
+  // True once the payload source it was dialled with has moved on (see above).
+  bool outdated() const;
 
  private:
   std::mutex mu_;
   std::unique_ptr<MeshSession> session_;
   uint64_t next_id_ = 1;
+  std::shared_ptr<PayloadSource> source_;  // set by connect(); may be null
+  uint64_t generation_ = 0;                // of source_ when the session was made
 };
 
 }  // namespace starling::mesh

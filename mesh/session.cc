@@ -508,7 +508,7 @@ Result<std::unique_ptr<MeshSession>> respond(int fd, const MeshConfig& config,
     (void)write_bytes(fd, out, deadline);
     return e;
   }
-  st = sealer->seal_message(config.payload, Clock::now(), out);
+  st = sealer->seal_message(current_payload(config), Clock::now(), out);
   if (st) st = write_bytes(fd, out, deadline);
   if (!st) return fail(kErrHandshake, io_reason(st.error()));
   return std::unique_ptr<MeshSession>(
@@ -827,7 +827,8 @@ Result<std::unique_ptr<MeshSession>> dial(const std::string& host, uint16_t port
   if (!ik) {
     // Message 3 mixes in the PSK, so our certificate is readable only by holders of the
     // network key. The responder's certificate arrives in its verdict record below.
-    auto m3 = hs.write_message(noise::as_bytes(config.payload));
+    const std::string payload = current_payload(config);
+    auto m3 = hs.write_message(noise::as_bytes(payload));
     if (!m3) return make_error(kErrHandshake, "handshake with " + hp + ": " + m3.error().message);
     auto st = write_handshake_frame(fd, *m3, *deadline);
     if (!st) return io_error(st.error());
@@ -837,7 +838,7 @@ Result<std::unique_ptr<MeshSession>> dial(const std::string& host, uint16_t port
     // certificate goes in our first record.
     start_records();
     std::string out;
-    auto st = sealer->seal_message(config.payload, Clock::now(), out);
+    auto st = sealer->seal_message(current_payload(config), Clock::now(), out);
     if (st) st = write_bytes(fd, out, *deadline);
     if (!st) return io_error(st.error());
   }

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -39,11 +40,45 @@ struct RemotePeer {
   std::string address;                   // "ip:port"
 };
 
+// A handshake payload that is replaced while sessions are being made with it: a node's
+// certificate, renewed before it expires (issue 5 item 1). Every copy of a MeshConfig that
+// points to one source presents its current value at each new handshake; sessions already
+// made keep the payload they were made with (an RpcClient notices, see mesh/rpc.h).
+// Thread-safe: set() and get() may race from any threads.
+class PayloadSource {
+ public:
+  struct Snapshot {
+    std::string payload;
+    uint64_t generation = 0;  // 0 for the initial payload, +1 per set()
+  };
+  explicit PayloadSource(std::string payload = {}) : payload_(std::move(payload)) {}
+  void set(std::string payload) {
+    std::lock_guard lock(mu_);
+    payload_ = std::move(payload);
+    ++generation_;
+  }
+  Snapshot get() const {
+    std::lock_guard lock(mu_);
+    return {payload_, generation_};
+  }
+  uint64_t generation() const {
+    std::lock_guard lock(mu_);
+    return generation_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::string payload_;      // guarded by mu_
+  uint64_t generation_ = 0;  // guarded by mu_
+};
+
 struct MeshConfig {
   std::array<uint8_t, 32> psk{};            // crypto::noise_psk(network secret)
   std::array<uint8_t, 32> static_secret{};  // X25519 secret of this node
   std::array<uint8_t, 32> static_public{};
   std::string payload;  // sent encrypted in the handshake: this node's certificate PEM
+  // When set, replaces `payload`: its current value is read at each handshake (renewal).
+  std::shared_ptr<PayloadSource> payload_source;
   // Decides whether the authenticated remote may proceed (e.g. its certificate must chain to
   // the network CA and match its static key). Empty = accept any holder of the PSK.
   std::function<Status(const RemotePeer&)> verify_remote;
@@ -101,6 +136,11 @@ class MeshListener {
   virtual uint16_t port() const = 0;  // the bound port (useful with port 0)
   virtual void close() = 0;
 };
+
+// The payload a handshake made now presents: payload_source's current value, or payload.
+inline std::string current_payload(const MeshConfig& config) {
+  return config.payload_source ? config.payload_source->get().payload : config.payload;
+}
 
 Result<std::unique_ptr<MeshListener>> listen(const std::string& host, uint16_t port,
                                              const MeshConfig& config);

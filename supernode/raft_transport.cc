@@ -93,6 +93,9 @@ void MeshRaftTransport::run(Link& link) {
         reported_down = true;
       }
     };
+    // A session made with this supernode's previous certificate stops working when that one
+    // expires (the receiver checks it on every call): redial with the renewed one.
+    if (client && client->outdated()) client.reset();
     if (!client) {
       auto dialed = mesh::RpcClient::connect(link.member.host, link.member.port, mesh_, 1s);
       if (!dialed.ok()) {

@@ -32,7 +32,8 @@ class MeshRaftTransport final : public raft::Transport {
   static constexpr size_t kMaxQueuedMessages = 8192;
   static constexpr size_t kMaxBatchBytes = 4 * 1024 * 1024;
 
-  // `members` may include `self` (skipped). `mesh` carries this supernode's certificate.
+  // `members` may include `self` (skipped). `mesh` carries this supernode's certificate; with a
+  // payload_source, a renewed certificate makes every sender redial before its next batch.
   MeshRaftTransport(const std::vector<Member>& members, raft::NodeId self, mesh::MeshConfig mesh);
   ~MeshRaftTransport() override;  // stop()
   MeshRaftTransport(const MeshRaftTransport&) = delete;

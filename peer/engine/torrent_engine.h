@@ -86,6 +86,11 @@ class TorrentEngine {
   virtual Result<TorrentProgress> progress(const TaskId& task) const = 0;
   virtual Status remove(const TaskId& task) = 0;  // keeps the file on disk
 
+  // Replaces this node's certificate and key (a renewed leaf): every torrent is given them at
+  // once (new TLS connections present them; connections already up keep going) and torrents
+  // added later get them too. Fails, changing nothing, when either is empty.
+  virtual Status set_certificate(const std::string& cert_pem, const std::string& key_pem) = 0;
+
   // The last peer connection failure seen by the session, on any torrent or on none yet
   // (a TLS handshake refused before the torrent is known); empty if none. Diagnostics only.
   virtual std::string last_connection_error() const = 0;
