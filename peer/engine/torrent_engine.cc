@@ -1,6 +1,7 @@
 // TorrentEngine over one libtorrent session (ARCHITECTURE §6).
 #include "peer/engine/torrent_engine.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -20,6 +21,8 @@
 #include <mutex>
 #include <thread>
 #include <unordered_map>
+
+#include "peer/engine/session_settings.h"
 
 namespace starling::peer {
 namespace {
@@ -42,7 +45,11 @@ constexpr char kDhParamsPem[] =
     "ssbzSibBsu/6iGtCOGEoXJf//////////wIBAg==\n"
     "-----END DH PARAMETERS-----\n";
 
-lt::settings_pack make_settings(const EngineConfig& config) {
+}  // namespace
+
+// Declared in peer/engine/session_settings.h (bench/tls_bench.cc builds its plain-libtorrent
+// baseline from the same settings).
+lt::settings_pack engine_session_settings(const EngineConfig& config) {
   lt::settings_pack s;
   // The SSL listener only ("s" suffix); plain BitTorrent is never accepted.
   s.set_str(lt::settings_pack::listen_interfaces,
@@ -84,8 +91,18 @@ lt::settings_pack make_settings(const EngineConfig& config) {
   s.set_int(lt::settings_pack::send_buffer_low_watermark, 512 * 1024);
   s.set_int(lt::settings_pack::unchoke_slots_limit, 16);
   s.set_int(lt::settings_pack::hashing_threads, 2);
+  // Disk threads: libtorrent's default is 10. Over TLS, asio writes and reads one record
+  // (<= 16 KiB) per operation, so the seeder frees one block of send buffer at a time and
+  // issues one disk read job per 16 KiB block; every job wakes an idle disk thread. With 10
+  // threads on 2 CPUs that was ~275k context switches and 8.2-9.1 CPU-s per GiB for the
+  // seeder (bench/tls_bench.cc, docs/bench/tls.md); with as many threads as CPUs (min 2,
+  // max 8), 40-76k and 5.0-6.3 CPU-s. Plain BitTorrent is unaffected within noise.
+  s.set_int(lt::settings_pack::aio_threads,
+            static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 2u, 8u)));
   return s;
 }
+
+namespace {
 
 TorrentState map_state(const lt::torrent_status& st) {
   if (st.errc) return TorrentState::kError;
@@ -107,7 +124,8 @@ std::string describe(const lt::error_code& ec) {
 
 class LibtorrentEngine final : public TorrentEngine {
  public:
-  explicit LibtorrentEngine(EngineConfig config) : config_(std::move(config)) {}
+  explicit LibtorrentEngine(EngineConfig config)
+      : config_(std::move(config)), cert_pem_(config_.cert_pem), key_pem_(config_.key_pem) {}
 
   ~LibtorrentEngine() override {
     stop_.store(true);
@@ -117,7 +135,7 @@ class LibtorrentEngine final : public TorrentEngine {
 
   Status init() {
     try {
-      lt::session_params params(make_settings(config_), {});  // no ut_pex, no ut_metadata
+      lt::session_params params(engine_session_settings(config_), {});  // no ut_pex, no ut_metadata
       session_ = std::make_unique<lt::session>(std::move(params));
       session_->add_extension(&lt::create_smart_ban_plugin);
     } catch (const std::exception& e) {
@@ -205,6 +223,22 @@ class LibtorrentEngine final : public TorrentEngine {
     return {};
   }
 
+  Status set_certificate(const std::string& cert_pem, const std::string& key_pem) override {
+    if (cert_pem.empty() || key_pem.empty()) {
+      return make_error(kErrEngine, "set_certificate needs a certificate and a key");
+    }
+    // Under the mutex (set_ssl_certificate_buffer only posts to libtorrent's thread), so an
+    // alert answered concurrently with the old pair cannot land after the new one. Torrents
+    // whose need_cert alert is still queued get the new pair from the alert thread.
+    std::lock_guard lock(mutex_);
+    cert_pem_ = cert_pem;
+    key_pem_ = key_pem;
+    for (auto& [id, t] : tasks_) {
+      t.handle.set_ssl_certificate_buffer(cert_pem, key_pem, kDhParamsPem);
+    }
+    return {};
+  }
+
   std::string last_connection_error() const override {
     std::lock_guard lock(mutex_);
     return last_connection_error_;
@@ -282,7 +316,8 @@ class LibtorrentEngine final : public TorrentEngine {
     if (auto* need = lt::alert_cast<lt::torrent_need_cert_alert>(a)) {
       // A bad certificate or key comes back as a torrent_error_alert ("[certificate]",
       // "[private key]"), which marks the task kError below.
-      need->handle.set_ssl_certificate_buffer(config_.cert_pem, config_.key_pem, kDhParamsPem);
+      std::lock_guard lock(mutex_);  // see set_certificate()
+      need->handle.set_ssl_certificate_buffer(cert_pem_, key_pem_, kDhParamsPem);
     } else if (auto* ok = lt::alert_cast<lt::listen_succeeded_alert>(a)) {
       if (ok->socket_type == lt::socket_type_t::tcp_ssl) {
         std::lock_guard lock(mutex_);
@@ -329,6 +364,7 @@ class LibtorrentEngine final : public TorrentEngine {
   uint16_t ssl_port_ = 0;                   // guarded by mutex_
   std::string listen_error_;                // guarded by mutex_
   std::string last_connection_error_;       // guarded by mutex_
+  std::string cert_pem_, key_pem_;          // guarded by mutex_: the current leaf (renewals)
   std::unordered_map<TaskId, Task> tasks_;  // guarded by mutex_
 };
 
