@@ -9,23 +9,19 @@
 //    two: it refuses writes and consistent reads with "no quorum" but serves stale reads, the
 //    majority carries on, and after healing every member converges.
 //
-// Partitions without network namespaces: the issue asks for namespaces; on one machine the
-// same effect comes from iptables on loopback, since every member has its own 127.0.0.x
-// address. Matching on the SOURCE address does not work, though: a socket connecting to
-// 127.0.0.x without bind() leaves from 127.0.0.1, whichever member opened it. So each member
-// runs in a cgroup v2 of its own (a /bin/sh wrapper joins it before exec, so every socket
-// the member ever opens belongs to it), and the rules, in a chain of this test's own hooked
-// into OUTPUT for `-o lo`, drop what a member's cgroup sends to another member's address
-// (`-m cgroup --path ... -d 127.0.0.x -j DROP`). Cutting A from B drops A->B and B->A, which
-// kills both connections between them: the one A dialled (A's requests never arrive) and the
-// one B dialled. INPUT needs no rule: the cgroup match only sees locally generated packets.
-// The test process itself (the clients, status polls) stays outside those cgroups, so it
-// reaches every member, like clients on both sides of a real partition, and rules never touch
-// other tests' processes. The chain and cgroups are named after this process's pid; stale ones
-// of a crashed run (dead pid) are removed at start, with any members they still hold.
+// Partitions: every member runs in a network namespace of its own (`ip netns exec`, which
+// execs, so the pid stays the member's) with one veth to a bridge of this test, member i at
+// 198.19.N.(10+i)/24 (N: a /24 no other interface uses; the bridge holds .1). Cutting A from B
+// installs, in A's namespace, iptables rules dropping everything from and to B's address (INPUT
+// and OUTPUT), and the same in B's: both connections between them die, the one A dialled and
+// the one B dialled. The test process itself (the clients, status polls) stays in the root
+// namespace and reaches every member over the bridge, like clients on both sides of a real
+// partition; rules never touch other tests' processes. Namespaces are named
+// starling-<test>-<pid>-<i>, the bridge stbr<pid>; those of a crashed run (dead pid) are
+// removed at start, with any members still running in them.
 //
-// Needs root, iptables (with the cgroup match) and a writable cgroup v2 hierarchy; without
-// them the tests fail with a message saying so (they are never skipped).
+// Needs root, iproute2 and iptables; without them the tests fail with a message saying so
+// (they are never skipped).
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -101,178 +97,185 @@ bool pid_alive(long pid) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// NetworkCuts: the iptables chain and the member cgroups of one test (see the file comment).
-// Used from the test's thread only. The destructor removes the chain, its hook and the cgroups,
-// whatever happened (declare it before the processes it confines, so they die first).
+// NetworkCuts: the network namespaces of one test's members (see the file comment). Used from
+// the test's thread only. The destructor kills whatever still runs in the namespaces and removes
+// them, their veths, the bridge and its FORWARD rule, whatever happened (declare it before the
+// processes it confines).
 
 class NetworkCuts {
  public:
-  // `tag` names the chain and cgroups (STARLING_<TAG>_<pid>). On error returns null and says
-  // why in `why`.
+  // `tag` names the namespaces (starling-<tag>-<pid>-<i>). On error returns null and says why
+  // in `why`.
   static std::unique_ptr<NetworkCuts> open(const std::string& tag, int members, std::string* why) {
     if (::geteuid() != 0) {
-      *why = "this test partitions supernodes with iptables and cgroups and must run as root";
+      *why = "this test puts supernodes in network namespaces and must run as root";
       return nullptr;
     }
-    auto check = shell("iptables -w -V");
-    if (check.code != 0) {
-      *why = "iptables is not usable (install iptables): " + check.output;
-      return nullptr;
-    }
-    const std::string mount = cgroup2_mount();
-    if (mount.empty()) {
-      *why = "no cgroup v2 hierarchy is mounted (needed to tell the members' packets apart)";
-      return nullptr;
-    }
-    remove_stale(mount);
-    auto cuts = std::unique_ptr<NetworkCuts>(new NetworkCuts());
-    const std::string pid = std::to_string(::getpid());
-    std::string lower = tag;
-    std::transform(lower.begin(), lower.end(), lower.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    cuts->chain_ = "STARLING_" + tag + "_" + pid;
-    cuts->mount_ = mount;
-    cuts->group_ = "starling_" + lower + "_" + pid;
-    std::error_code ec;
-    for (int i = 0; i < members; ++i) {
-      std::filesystem::create_directories(cuts->cgroup_dir(i), ec);
-      if (ec) {
-        *why = "cannot create cgroup " + cuts->cgroup_dir(i) + ": " + ec.message();
+    for (const char* tool : {"ip -V", "iptables -w -V", "iptables-restore --version"}) {
+      auto check = shell(tool);
+      if (check.code != 0) {
+        *why =
+            std::string("`") + tool + "` failed (install iproute2 and iptables): " + check.output;
         return nullptr;
       }
     }
-    auto made = shell("iptables -w -N " + cuts->chain_ + " && iptables -w -I OUTPUT -o lo -j " +
-                      cuts->chain_);
-    if (made.code != 0) {
-      *why = "cannot create iptables chain " + cuts->chain_ + ": " + made.output;
+    remove_stale();
+    auto cuts = std::unique_ptr<NetworkCuts>(new NetworkCuts());
+    cuts->pid_ = std::to_string(::getpid());
+    std::string lower = tag;
+    std::transform(lower.begin(), lower.end(), lower.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    cuts->tag_ = lower;
+    cuts->bridge_ = "stbr" + cuts->pid_;
+    // A /24 of 198.19.0.0/16 no other interface of this machine uses (another test's bridge).
+    const std::string addrs = shell("ip -4 -o addr show").output;
+    int net = static_cast<int>(::getpid() % 250) + 1;
+    for (int tries = 0; tries < 250; ++tries, net = net % 250 + 1) {
+      if (addrs.find(" 198.19." + std::to_string(net) + ".") == std::string::npos) break;
+    }
+    cuts->net_ = "198.19." + std::to_string(net) + ".";
+    auto bridge =
+        shell("ip link add " + cuts->bridge_ + " type bridge && ip addr add " + cuts->net_ +
+              "1/24 dev " + cuts->bridge_ + " && ip link set " + cuts->bridge_ + " up");
+    cuts->bridge_made_ = true;
+    if (bridge.code != 0) {
+      *why = "cannot create bridge " + cuts->bridge_ + ": " + bridge.output;
       return nullptr;
     }
-    cuts->hooked_ = true;
-    // The cgroup match must exist in this kernel: try one rule that matches nothing yet.
-    auto probe =
-        shell("iptables -w -A " + cuts->chain_ + " -m cgroup --path " + cuts->cgroup_path(0) +
-              " -d 127.0.0.255 -j DROP && iptables -w -F " + cuts->chain_);
-    if (probe.code != 0) {
-      *why = "iptables has no usable cgroup match (xt_cgroup): " + probe.output;
-      return nullptr;
+    // With br_netfilter loaded (Docker loads it) bridged frames traverse the host's FORWARD
+    // chain, whose policy may be DROP.
+    if (std::filesystem::exists("/proc/sys/net/bridge/bridge-nf-call-iptables")) {
+      cuts->forward_rule_ = shell("iptables -w -I FORWARD " + cuts->forward_spec()).code == 0;
+    }
+    for (int i = 0; i < members; ++i) {
+      cuts->members_ = i + 1;
+      const std::string ns = cuts->ns(i);
+      const std::string veth = cuts->veth(i);
+      auto made =
+          shell("ip netns add " + ns + " && ip link add " + veth +
+                " type veth peer name eth0 netns " + ns + " && ip link set " + veth + " master " +
+                cuts->bridge_ + " up && ip -n " + ns + " link set lo up && ip -n " + ns +
+                " addr add " + cuts->ip(i) + "/24 dev eth0 && ip -n " + ns + " link set eth0 up");
+      if (made.code != 0) {
+        *why = "cannot create network namespace " + ns + ": " + made.output;
+        return nullptr;
+      }
     }
     return cuts;
   }
 
   ~NetworkCuts() {
-    if (hooked_) {
-      while (shell("iptables -w -D OUTPUT -o lo -j " + chain_).code == 0) {
-      }
-      shell("iptables -w -F " + chain_ + "; iptables -w -X " + chain_);
-    }
-    remove_cgroups(mount_ + "/" + group_);
+    for (int i = 0; i < members_; ++i) remove_namespace(ns(i));
+    if (forward_rule_) shell("iptables -w -D FORWARD " + forward_spec());
+    if (bridge_made_) shell("ip link del " + bridge_);
   }
   NetworkCuts(const NetworkCuts&) = delete;
   NetworkCuts& operator=(const NetworkCuts&) = delete;
 
-  // The arguments for Process("/bin/sh", ...) that run `program args...` inside member i's
-  // cgroup: the shell joins it, then execs, so the pid stays the member's.
+  // Member i's address (on eth0 of its namespace).
+  std::string ip(int i) const { return net_ + std::to_string(10 + i); }
+
+  // The arguments for Process("ip", ...) that run `program args...` inside member i's
+  // namespace: `ip netns exec` enters it and execs, so the pid stays the member's.
   std::vector<std::string> wrap(int i, const std::string& program,
                                 const std::vector<std::string>& args) const {
-    std::vector<std::string> out = {
-        "-c", "echo $$ > " + cgroup_dir(i) + "/cgroup.procs && exec \"$0\" \"$@\"", program};
+    std::vector<std::string> out = {"netns", "exec", ns(i), program};
     out.insert(out.end(), args.begin(), args.end());
     return out;
   }
 
   // Replaces the current cuts: nothing flows between any member of `a` and any of `b`
-  // (member indices; `ips[i]` is member i's address). Atomic (one iptables-restore).
-  bool partition(const std::vector<int>& a, const std::vector<int>& b,
-                 const std::vector<std::string>& ips) {
-    std::string rules = "*filter\n-F " + chain_ + "\n";
-    auto drop = [&](int from, int to) {
-      rules += "-A " + chain_ + " -m cgroup --path " + cgroup_path(from) + " -d " +
-               ips[static_cast<size_t>(to)] + " -j DROP\n";
-    };
+  // (member indices). Each member's own iptables (INPUT and OUTPUT, in its namespace) drops
+  // the other side's address; one iptables-restore per namespace. The test process, outside
+  // every namespace, still reaches every member, like clients on both sides of a real
+  // partition.
+  bool partition(const std::vector<int>& a, const std::vector<int>& b) {
+    std::vector<std::vector<int>> drops(static_cast<size_t>(members_));
     for (int x : a) {
       for (int y : b) {
-        drop(x, y);
-        drop(y, x);
+        drops[static_cast<size_t>(x)].push_back(y);
+        drops[static_cast<size_t>(y)].push_back(x);
       }
     }
-    rules += "COMMIT\n";
-    auto r = shell("iptables-restore -w --noflush", rules);
-    EXPECT_EQ(r.code, 0) << r.output << rules;
-    return r.code == 0;
+    bool ok = true;
+    for (int m = 0; m < members_; ++m) {
+      std::string rules = "*filter\n-F INPUT\n-F OUTPUT\n";
+      for (int other : drops[static_cast<size_t>(m)]) {
+        rules += "-A INPUT -s " + ip(other) + " -j DROP\n";
+        rules += "-A OUTPUT -d " + ip(other) + " -j DROP\n";
+      }
+      rules += "COMMIT\n";
+      auto r = shell("ip netns exec " + ns(m) + " iptables-restore -w --noflush", rules);
+      EXPECT_EQ(r.code, 0) << r.output << rules;
+      ok = ok && r.code == 0;
+    }
+    return ok;
   }
-  bool heal() {
-    auto r = shell("iptables -w -F " + chain_);
-    EXPECT_EQ(r.code, 0) << r.output;
-    return r.code == 0;
-  }
+  bool heal() { return partition({}, {}); }
   // The rules in force, for failure messages.
-  std::string rules() const { return shell("iptables -w -S " + chain_).output; }
+  std::string rules() const {
+    std::string out;
+    for (int m = 0; m < members_; ++m) {
+      out += ns(m) + ":\n" + shell("ip netns exec " + ns(m) + " iptables -w -S").output;
+    }
+    return out;
+  }
 
  private:
   NetworkCuts() = default;
 
-  std::string cgroup_path(int i) const { return group_ + "/sn" + std::to_string(i + 1); }
-  std::string cgroup_dir(int i) const { return mount_ + "/" + cgroup_path(i); }
-
-  static std::string cgroup2_mount() {
-    std::ifstream mounts("/proc/mounts");
-    std::string dev, dir, type, rest;
-    while (mounts >> dev >> dir >> type && std::getline(mounts, rest)) {
-      if (type == "cgroup2") return dir;
-    }
-    return {};
+  std::string ns(int i) const { return "starling-" + tag_ + "-" + pid_ + "-" + std::to_string(i); }
+  std::string veth(int i) const { return "stv" + pid_ + "x" + std::to_string(i); }
+  std::string forward_spec() const {
+    return "-i " + bridge_ + " -o " + bridge_ + " -j ACCEPT -m comment --comment " + bridge_;
   }
 
-  // Kills whatever is left in the cgroups under `dir` and removes them.
-  static void remove_cgroups(const std::string& dir) {
-    std::error_code ec;
-    if (!std::filesystem::exists(dir, ec)) return;
-    std::vector<std::string> children;
-    for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
-      if (e.is_directory()) children.push_back(e.path());
-    }
-    for (const auto& c : children) std::ofstream(c + "/cgroup.kill") << "1";
-    for (const auto& c : children) {
-      // Killed processes leave the cgroup once reaped; a dead test's orphans are reaped by init.
-      eventually([&] { return ::rmdir(c.c_str()) == 0 || errno == ENOENT; }, 5s);
-    }
-    ::rmdir(dir.c_str());
+  // Kills what runs in namespace `ns` (a dead test's orphans too) and deletes it; its veth
+  // goes with it.
+  static void remove_namespace(const std::string& ns) {
+    shell("for p in $(ip netns pids " + ns + " 2>/dev/null); do kill -9 $p; done");
+    eventually([&] { return shell("ip netns pids " + ns + " 2>/dev/null").output.empty(); }, 5s);
+    shell("ip netns del " + ns + " 2>/dev/null");
   }
 
-  // Chains and cgroups of earlier runs whose process is gone (a crash, a CTest timeout).
-  static void remove_stale(const std::string& mount) {
-    const std::regex chain_re("^-N (STARLING_(JEPSEN|PARTITION)_([0-9]+))$");
-    std::istringstream chains(shell("iptables -w -S").output);
-    for (std::string line; std::getline(chains, line);) {
+  // Namespaces, bridges and FORWARD rules of earlier runs whose process is gone (a crash, a
+  // CTest timeout).
+  static void remove_stale() {
+    const std::regex ns_re("^(starling-(jepsen|partition)-([0-9]+)-[0-9]+)( .*)?$");
+    std::istringstream names(shell("ip netns list").output);
+    for (std::string line; std::getline(names, line);) {
       std::smatch m;
-      if (!std::regex_match(line, m, chain_re) || pid_alive(std::stol(m[3]))) continue;
-      const std::string chain = m[1];
-      while (shell("iptables -w -D OUTPUT -o lo -j " + chain).code == 0) {
+      if (!std::regex_match(line, m, ns_re) || pid_alive(std::stol(m[3]))) continue;
+      remove_namespace(m[1]);
+      std::cerr << "removed the stale network namespace " << m[1] << " and what ran in it\n";
+    }
+    const std::regex br_re("^[0-9]+: (stbr([0-9]+)):.*$");
+    std::istringstream links(shell("ip -o link show type bridge").output);
+    for (std::string line; std::getline(links, line);) {
+      std::smatch m;
+      if (!std::regex_match(line, m, br_re) || pid_alive(std::stol(m[2]))) continue;
+      const std::string bridge = m[1];
+      while (shell("iptables -w -D FORWARD -i " + bridge + " -o " + bridge +
+                   " -j ACCEPT -m comment --comment " + bridge)
+                 .code == 0) {
       }
-      shell("iptables -w -F " + chain + "; iptables -w -X " + chain);
-      std::cerr << "removed the stale iptables chain " << chain << "\n";
-    }
-    const std::regex group_re("^starling_(jepsen|partition)_([0-9]+)$");
-    std::error_code ec;
-    for (const auto& e : std::filesystem::directory_iterator(mount, ec)) {
-      const std::string name = e.path().filename();
-      std::smatch m;
-      if (!e.is_directory() || !std::regex_match(name, m, group_re)) continue;
-      if (pid_alive(std::stol(m[2]))) continue;
-      remove_cgroups(e.path());
-      std::cerr << "removed the stale cgroup " << e.path() << " and what ran in it\n";
+      shell("ip link del " + bridge);
+      std::cerr << "removed the stale bridge " << bridge << "\n";
     }
   }
 
-  std::string chain_;
-  std::string mount_;
-  std::string group_;
-  bool hooked_ = false;
+  std::string pid_;
+  std::string tag_;
+  std::string bridge_;
+  std::string net_;
+  int members_ = 0;
+  bool bridge_made_ = false;
+  bool forward_rule_ = false;
 };
 
 // ---------------------------------------------------------------------------------------------
-// KvCluster: `members` supernodes of one Raft cluster (member i = id i+1 on 127.0.0.(3+i)),
-// each started inside its NetworkCuts cgroup. Like tests/integration/cluster.h, without the
+// KvCluster: `members` supernodes of one Raft cluster (member i = id i+1 at cuts.ip(i)),
+// each started inside its NetworkCuts namespace. Like tests/integration/cluster.h, without the
 // origin and peers. start()/kill() from one thread at a time; status() from any thread.
 
 class KvCluster {
@@ -285,8 +288,9 @@ class KvCluster {
     if (mesh.ok()) admin_ = *mesh;
     for (int i = 0; i < members; ++i) {
       ips_.push_back(ip(i));
-      mesh_ports_.push_back(free_port(ip(i)));
-      data_ports_.push_back(free_port(ip(i)));
+      // Every member has a namespace and an address of its own: fixed ports cannot collide.
+      mesh_ports_.push_back(8002);
+      data_ports_.push_back(8003);
       if (i > 0) members_ += ",";
       members_ += std::to_string(i + 1) + "=" + ip(i) + ":" + std::to_string(mesh_ports_.back());
     }
@@ -298,7 +302,7 @@ class KvCluster {
     }
   }
 
-  static std::string ip(int i) { return "127.0.0." + std::to_string(3 + i); }
+  std::string ip(int i) const { return cuts_.ip(i); }
   uint16_t port(int i) const { return mesh_ports_[static_cast<size_t>(i)]; }
   std::string address(int i) const { return ip(i) + ":" + std::to_string(port(i)); }
   int size() const { return static_cast<int>(processes_.size()); }
@@ -330,7 +334,7 @@ class KvCluster {
                                            members_};
     processes_[k].reset();
     processes_[k] =
-        std::make_unique<Process>("/bin/sh", cuts_.wrap(i, starling_binary(), args), log_path(i));
+        std::make_unique<Process>("/bin/ip", cuts_.wrap(i, starling_binary(), args), log_path(i));
   }
   // kill -9, and wait until it is gone.
   void kill(int i) {
@@ -455,8 +459,7 @@ class MemberSessions {
     *sent = false;
     auto& client = clients_[static_cast<size_t>(member)];
     if (!client) {
-      auto c =
-          cli::admin_connect(cluster_.admin(), KvCluster::ip(member), cluster_.port(member), 1s);
+      auto c = cli::admin_connect(cluster_.admin(), cluster_.ip(member), cluster_.port(member), 1s);
       if (!c.ok()) return c.error();
       client = std::move(*c);
     }
@@ -676,7 +679,7 @@ TEST(JepsenTest, KvHistoryUnderPartitionsKillsAndRestartsIsLinearizable) {
       std::vector<int> b(order.begin() + static_cast<long>(minority), order.end());
       std::sort(a.begin(), a.end());
       std::sort(b.begin(), b.end());
-      cuts->partition(a, b, cluster.ips());
+      cuts->partition(a, b);
       event("partition " + names(a) + " | " + names(b));
     } else if (action == 1) {  // isolate the leader
       const int l = cluster.leader();
@@ -688,7 +691,7 @@ TEST(JepsenTest, KvHistoryUnderPartitionsKillsAndRestartsIsLinearizable) {
       for (int i = 0; i < kMembers; ++i) {
         if (i != l) rest.push_back(i);
       }
-      cuts->partition({l}, rest, cluster.ips());
+      cuts->partition({l}, rest);
       event("isolate the leader, member " + std::to_string(l + 1));
     } else if (action == 2 && down.size() < 2) {  // kill -9; a majority always comes back
       std::vector<int> up;
@@ -888,7 +891,7 @@ class PartitionTest : public ::testing::Test {
     for (int i = 0; i < 3; ++i) {
       if (i != cut) majority.push_back(i);
     }
-    ASSERT_TRUE(cuts->partition({cut}, majority, c.ips()));
+    ASSERT_TRUE(cuts->partition({cut}, majority));
 
     // The majority elects (or keeps) a leader of its own and takes writes through both members.
     const int new_leader = c.wait_leader(majority);
