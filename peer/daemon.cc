@@ -64,6 +64,7 @@ struct SegmentState {
   int64_t size = 0;
   int64_t done_bytes = 0;
   bool complete = false;
+  std::string last_peer_error;  // while incomplete: why the last peer connection failed
 };
 
 // What the local API reports for a task. States: registering → fetching (the supernode is
@@ -109,6 +110,9 @@ json task_json(const Task& t) {
                         {"size", s.size},
                         {"done_bytes", s.done_bytes},
                         {"complete", s.complete}});
+    if (!s.complete && !s.last_peer_error.empty()) {
+      segments.back()["last_peer_error"] = s.last_peer_error;
+    }
   }
   j["segments"] = std::move(segments);
   return j;
@@ -552,7 +556,8 @@ class Daemon final : public PeerDaemon {
         sum.downloaded_bytes += p->downloaded_bytes;
         sum.uploaded_bytes += p->uploaded_bytes;
         sum.num_peers = std::max(sum.num_peers, p->num_peers);
-        shown.push_back({index, seg.size, seg.complete ? seg.size : p->done_bytes, seg.complete});
+        shown.push_back({index, seg.size, seg.complete ? seg.size : p->done_bytes, seg.complete,
+                         p->last_peer_error});
       }
       {
         std::lock_guard lock(mu_);

@@ -905,6 +905,11 @@ void SupernodeService::run_worker(const FetchJob& job, uint64_t epoch, Worker& s
     log_line("task %s: no lease epoch; not fetching", id);
     return;
   }
+  // A member that forwarded its CreateTask to the leader may not have applied it yet: read
+  // up to the commit index first (without a majority the lease lapses and another takes over).
+  if (Status st = log_.read_barrier(); !st.ok()) {
+    log_line("task %s: cannot catch up with the log: %s", id, st.error().message.c_str());
+  }
   auto rec = tracker_.get_task(job.task);
   if (!rec.ok() || !rec->has_value()) {
     log_line("task %s: not in the tracker; not fetching", id);

@@ -10,6 +10,7 @@
 #include <libtorrent/add_torrent_params.hpp>
 #include <libtorrent/alert_types.hpp>
 #include <libtorrent/extensions/smart_ban.hpp>
+#include <libtorrent/peer_info.hpp>
 #include <libtorrent/session.hpp>
 #include <libtorrent/session_params.hpp>
 #include <libtorrent/settings_pack.hpp>
@@ -176,7 +177,10 @@ class LibtorrentEngine final : public TorrentEngine {
     auto h = handle_of(task);
     if (!h) return h.error();
     try {
-      h->connect_peer(lt::tcp::endpoint(addr, peer.port));
+      // As from a tracker (the supernode is ours): libtorrent forgives one failed attempt per
+      // tracker-sourced add, and gives up on a peer after max_failcount failures otherwise. A
+      // seeder that took a task over, or a peer that restarted, must be tried again.
+      h->connect_peer(lt::tcp::endpoint(addr, peer.port), lt::peer_info::tracker);
     } catch (const std::exception& e) {
       return make_error(kErrEngine, std::string("connect_peer: ") + e.what());
     }

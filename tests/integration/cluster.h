@@ -33,9 +33,11 @@ inline std::string sha256_of(const std::string& path) {
 
 // One origin, `supernodes` supernodes (members 1..n of one Raft cluster, on 127.0.0.3+i) and
 // `peers` peer daemons (on 127.0.0.20+i, given every supernode), each its own process.
+// `supernode_flags` are added to every supernode's command line.
 class Cluster {
  public:
-  explicit Cluster(int peers, int supernodes = 1) {
+  explicit Cluster(int peers, int supernodes = 1, std::vector<std::string> supernode_flags = {})
+      : supernode_flags_(std::move(supernode_flags)) {
     std::filesystem::create_directories(dir_ / "www");
     std::filesystem::create_directories(dir_ / "out");
     auto init = run_starling({"mesh", "init", dir_ / "net"}, dir_ / "init.log");
@@ -124,6 +126,7 @@ class Cluster {
     if (supernodes_.size() > 1) {
       args.insert(args.end(), {"--id", std::to_string(i + 1), "--members", members_});
     }
+    args.insert(args.end(), supernode_flags_.begin(), supernode_flags_.end());
     supernodes_[k].reset();
     supernodes_[k] = std::make_unique<Process>(
         args, dir_ / ("supernode" + (i ? std::to_string(i) : "") + ".log"));
@@ -165,6 +168,7 @@ class Cluster {
   std::string out(const std::string& file) const { return dir_ / ("out/" + file); }
   const TempDir& dir() const { return dir_; }
   Process& supernode(int i = 0) { return *supernodes_[static_cast<size_t>(i)]; }
+  Process& peer(int i) { return *peers_[static_cast<size_t>(i)]; }
 
   // The origin's own counters (GET /_stats): "requests" and "bytes_sent".
   int64_t origin_stat(const std::string& field) const {
@@ -193,6 +197,7 @@ class Cluster {
 
  private:
   TempDir dir_;
+  std::vector<std::string> supernode_flags_;
   uint16_t origin_port_ = 0;
   std::vector<uint16_t> mesh_ports_;
   std::vector<uint16_t> data_ports_;

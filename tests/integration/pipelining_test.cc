@@ -2,25 +2,17 @@
 // fetches from a deliberately slow origin while three peer daemons download; the peers start
 // on the first segments before the origin fetch ends, and every user gets identical bytes
 // with one origin request for the whole swarm.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-#include <atomic>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
 
 #include <gtest/gtest.h>
 
 #include "crypto/hash.h"
-#include "peer/api/local_api.h"
 #include "tests/integration/process.h"
+#include "tests/integration/slow_origin.h"
 
 namespace starling::testing {
 namespace {
@@ -28,128 +20,6 @@ namespace {
 using nlohmann::json;
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
-
-// A one-file HTTP/1.1 origin that sends its body at `bytes_per_second` (Range "bytes=N-"
-// honoured, so a resumed fetch works too). Counts requests and body bytes sent.
-class SlowOrigin {
- public:
-  SlowOrigin(std::string ip, std::string body, int64_t bytes_per_second)
-      : body_(std::move(body)), rate_(bytes_per_second) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    ::inet_pton(AF_INET, ip.c_str(), &addr.sin_addr);
-    const int one = 1;
-    ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-    EXPECT_EQ(::listen(fd_, 16), 0);
-    socklen_t len = sizeof addr;
-    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
-    port_ = ntohs(addr.sin_port);
-    accept_ = std::thread([this] { accept_loop(); });
-  }
-  ~SlowOrigin() {
-    stop_ = true;
-    ::shutdown(fd_, SHUT_RDWR);
-    ::close(fd_);
-    accept_.join();
-    std::lock_guard lock(mu_);
-    for (int c : conns_) ::shutdown(c, SHUT_RDWR);
-    for (auto& t : threads_) t.join();
-  }
-  uint16_t port() const { return port_; }
-  int64_t requests() const { return requests_; }
-  int64_t bytes_sent() const { return bytes_sent_; }
-  // When the last body byte was sent (epoch if not yet).
-  std::chrono::steady_clock::time_point finished_at() const {
-    std::lock_guard lock(mu_);
-    return finished_at_;
-  }
-
- private:
-  void accept_loop() {
-    while (!stop_) {
-      const int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
-      if (c < 0) return;
-      std::lock_guard lock(mu_);
-      conns_.push_back(c);
-      threads_.emplace_back([this, c] {
-        serve(c);
-        ::close(c);
-      });
-    }
-  }
-  void serve(int c) {
-    std::string req;
-    char buf[4096];
-    while (req.find("\r\n\r\n") == std::string::npos) {
-      const ssize_t n = ::recv(c, buf, sizeof buf, 0);
-      if (n <= 0) return;
-      req.append(buf, static_cast<size_t>(n));
-    }
-    ++requests_;
-    const bool head = req.rfind("HEAD ", 0) == 0;
-    size_t first = 0;
-    std::string status = "200 OK";
-    std::string extra;
-    for (const char* name : {"\r\nRange: bytes=", "\r\nrange: bytes="}) {
-      const auto at = req.find(name);
-      if (at == std::string::npos) continue;
-      first = std::stoull(req.substr(at + std::strlen(name)));
-      if (first >= body_.size()) first = body_.size();
-      status = "206 Partial Content";
-      extra = "Content-Range: bytes " + std::to_string(first) + "-" +
-              std::to_string(body_.size() - 1) + "/" + std::to_string(body_.size()) + "\r\n";
-    }
-    const std::string header = "HTTP/1.1 " + status +
-                               "\r\nContent-Length: " + std::to_string(body_.size() - first) +
-                               "\r\n" + extra + "Accept-Ranges: bytes\r\nConnection: close\r\n\r\n";
-    if (!send_all(c, header.data(), header.size()) || head) return;
-    constexpr size_t kChunk = 64 * 1024;
-    const auto start = std::chrono::steady_clock::now();
-    for (size_t off = first; off < body_.size() && !stop_; off += kChunk) {
-      const size_t n = std::min(kChunk, body_.size() - off);
-      if (!send_all(c, body_.data() + off, n)) return;
-      bytes_sent_ += static_cast<int64_t>(n);
-      const auto due = start + std::chrono::microseconds(static_cast<int64_t>(off + n - first) *
-                                                         1000000 / rate_);
-      std::this_thread::sleep_until(due);
-    }
-    std::lock_guard lock(mu_);
-    finished_at_ = std::chrono::steady_clock::now();
-  }
-  static bool send_all(int c, const char* p, size_t n) {
-    while (n > 0) {
-      const ssize_t w = ::send(c, p, n, MSG_NOSIGNAL);
-      if (w <= 0) return false;
-      p += w;
-      n -= static_cast<size_t>(w);
-    }
-    return true;
-  }
-
-  const std::string body_;
-  const int64_t rate_;
-  int fd_ = -1;
-  uint16_t port_ = 0;
-  std::atomic<bool> stop_{false};
-  std::atomic<int64_t> requests_{0};
-  std::atomic<int64_t> bytes_sent_{0};
-  std::thread accept_;
-  mutable std::mutex mu_;
-  std::chrono::steady_clock::time_point finished_at_;  // guarded by mu_
-  std::vector<int> conns_;
-  std::vector<std::thread> threads_;
-};
-
-json api(const std::string& socket, const std::string& method, const std::string& target) {
-  auto r = peer::local_api_call(socket, method, target, "", 10s);
-  if (!r.ok()) return json();
-  auto j = json::parse(r->body, nullptr, false);
-  if (j.is_discarded()) return json();
-  j["http_status"] = r->status;
-  return j;
-}
 
 TEST(PipeliningTest, PeersStartOnEarlySegmentsWhileTheOriginFetchRuns) {
   constexpr int64_t kSegment = 4 << 20;
@@ -210,7 +80,7 @@ TEST(PipeliningTest, PeersStartOnEarlySegmentsWhileTheOriginFetchRuns) {
   while (!pipelined && origin.bytes_sent() < static_cast<int64_t>(kSize) &&
          std::chrono::steady_clock::now() < deadline) {
     for (int i = 0; i < kPeers && !pipelined; ++i) {
-      const json list = api(d / ("peer" + std::to_string(i) + ".sock"), "GET", "/v1/tasks");
+      const json list = peer_api(d / ("peer" + std::to_string(i) + ".sock"), "GET", "/v1/tasks");
       if (!list.is_object() || !list.contains("tasks") || list["tasks"].empty()) continue;
       const json t = list["tasks"][0];
       task_id = t.value("task_id", "");
@@ -244,7 +114,7 @@ TEST(PipeliningTest, PeersStartOnEarlySegmentsWhileTheOriginFetchRuns) {
   // The finished task shows all 7 segments complete; DELETE drops it and its files.
   ASSERT_FALSE(task_id.empty());
   const std::string sock0 = d / "peer0.sock";
-  const json done = api(sock0, "GET", "/v1/tasks/" + task_id);
+  const json done = peer_api(sock0, "GET", "/v1/tasks/" + task_id);
   EXPECT_EQ(done.value("state", ""), "done") << done.dump();
   EXPECT_EQ(done.value("source_state", ""), "ready") << done.dump();
   EXPECT_EQ(done.value("total_bytes", int64_t{0}), static_cast<int64_t>(kSize));
@@ -252,9 +122,9 @@ TEST(PipeliningTest, PeersStartOnEarlySegmentsWhileTheOriginFetchRuns) {
   ASSERT_EQ(segs.size(), 7u) << done.dump();
   for (const auto& s : segs) EXPECT_TRUE(s.value("complete", false)) << s.dump();
   EXPECT_EQ(segs[6].value("size", int64_t{0}), 12345);
-  EXPECT_EQ(api(sock0, "DELETE", "/v1/tasks/" + task_id).value("removed", false), true);
+  EXPECT_EQ(peer_api(sock0, "DELETE", "/v1/tasks/" + task_id).value("removed", false), true);
   EXPECT_TRUE(eventually(
-      [&] { return api(sock0, "GET", "/v1/tasks/" + task_id).value("http_status", 0) == 404; },
+      [&] { return peer_api(sock0, "GET", "/v1/tasks/" + task_id).value("http_status", 0) == 404; },
       10s));
   EXPECT_FALSE(fs::exists(d / ("peer0/tasks/" + task_id)));
   // Registering it again downloads it again from the swarm (peers 1 and 2 still seed).
