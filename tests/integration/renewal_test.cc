@@ -21,6 +21,7 @@
 #include "mesh/rpc.h"
 #include "peer/engine/torrent_engine.h"
 #include "tests/integration/process.h"
+#include "tests/integration/test_node.h"
 
 namespace starling::testing {
 namespace {
@@ -159,61 +160,6 @@ class Installation {
   std::vector<std::unique_ptr<Process>> peers_;
 };
 
-// A node run by the test itself ("mallory"): its own key, a real leaf from Enroll, RPC with raw
-// mesh sessions and a real torrent engine. It stands for a revoked node that kept its last
-// certificate and knows a peer's data endpoint.
-struct TestNode {
-  crypto::Ed25519KeyPair key = crypto::generate_ed25519();
-  std::string cert;
-  mesh::MeshConfig mesh;
-
-  explicit TestNode(const std::string& network_dir) {
-    auto secret = crypto::load_network_secret(network_dir + "/network.secret");
-    EXPECT_TRUE(secret.ok());
-    if (secret) mesh.psk = crypto::noise_psk(*secret);
-    mesh.static_secret = crypto::x25519_secret_from_ed25519(key);
-    mesh.static_public = crypto::x25519_public_from_ed25519(key.public_key);
-  }
-  std::string node() const { return crypto::node_id_of(key.public_key).get(); }
-
-  Result<json> call(const std::string& address, const std::string& method, const json& params) {
-    mesh::MeshConfig config = mesh;
-    config.payload = cert;
-    const auto colon = address.rfind(':');
-    auto client = mesh::RpcClient::connect(
-        address.substr(0, colon), static_cast<uint16_t>(std::stoi(address.substr(colon + 1))),
-        config, 5s);
-    if (!client) return client.error();
-    return (*client)->call(method, params, 20s);
-  }
-
-  // Downloads `metainfo` from `from` only, into `path`; returns the engine's final progress
-  // after `patience` or on completion.
-  peer::TorrentProgress download(const std::string& metainfo, const TaskId& task,
-                                 const peer::Endpoint& from, const std::string& path,
-                                 std::chrono::seconds patience, std::string* connection_error) {
-    peer::EngineConfig config;
-    config.listen_ip = "127.0.0.70";
-    config.cert_pem = cert;
-    config.key_pem = crypto::ed25519_private_key_pem(key);
-    auto engine = peer::TorrentEngine::start(config);
-    EXPECT_TRUE(engine.ok()) << engine.error().message;
-    if (!engine) return {};
-    EXPECT_TRUE((*engine)->add_download(task, metainfo, path).ok());
-    EXPECT_TRUE((*engine)->connect_peer(task, from).ok());
-    peer::TorrentProgress last;
-    eventually(
-        [&] {
-          auto p = (*engine)->progress(task);
-          if (p) last = *p;
-          return p && p->state == peer::TorrentState::kSeeding;
-        },
-        patience);
-    *connection_error = (*engine)->last_connection_error();
-    return last;
-  }
-};
-
 TEST(RenewalTest, EverythingRunsOnRenewedLeavesAndARevokedNodeIsShutOut) {
   crypto::init();
   Installation c;
@@ -233,7 +179,7 @@ TEST(RenewalTest, EverythingRunsOnRenewedLeavesAndARevokedNodeIsShutOut) {
 
   // Mallory enrols, learns the task, its metainfo and peer0's data endpoint, and (control)
   // downloads it from peer0 alone while her leaf is valid.
-  TestNode mallory(c.dir() / "net");
+  TestNode mallory(c.dir() / "net", "127.0.0.70");
   const std::string sn = c.supernode_address(1);
   auto enrolled = mallory.call(sn, "Enroll", {{"public_key", mallory.node()}, {"role", "peer"}});
   ASSERT_TRUE(enrolled.ok()) << enrolled.error().message;
