@@ -1,10 +1,17 @@
-// Revocation and expiry between two hosts (issue 5 item 7). The installation — an origin, one
-// supernode with a 12 s --cert-lifetime and a peer daemon seeding a file — runs in a network
-// namespace of its own; the test process is the other host, on the far end of a veth pair,
-// and plays "mallory", a node that holds the network key. With a valid leaf she calls RPCs and
+// Two hosts (issue 5 item 7): a network namespace of its own holds the installation (a
+// supernode and a peer daemon, with the origin there or here), and this process's namespace is
+// the other host, on the far end of a veth pair.
+//
+// Revocation and expiry: the supernode has a 12 s --cert-lifetime; the test plays "mallory", a
+// node that holds the network key. With a valid leaf she calls RPCs and
 // downloads a segment from the peer (the control). Once revoked, her RPCs and her re-enrolment
 // are refused at once; once her leaf has expired, the peer's TLS refuses her data connection
 // (0 bytes, "certificate expired"), so she can neither call the supernode nor join a swarm.
+//
+// Capture: a peer daemon on this host downloads a file from the swarm while tcpdump records
+// the veth pair. The mesh (Noise) and data (TLS) traffic between the hosts holds no 64-byte
+// block of the file; the origin's plain HTTP on the same link (the supernode fetching from an
+// origin on this host) is the control that proves the search would find a leak.
 //
 // Needs root and `ip`; without them the test FAILS (never skips). The namespace is named
 // strk<pid> and removed at the end; leftovers of a killed run are removed by the next run.
@@ -28,6 +35,7 @@
 #include "crypto/keys.h"
 #include "crypto/x509.h"
 #include "peer/engine/torrent_engine.h"
+#include "tests/integration/pcap.h"
 #include "tests/integration/process.h"
 #include "tests/integration/test_node.h"
 
@@ -39,8 +47,6 @@ using nlohmann::json;
 
 constexpr int kLifetimeSeconds = 12;
 constexpr char kPrefix[] = "strk";
-constexpr char kHostIp[] = "198.18.203.1";  // this process's end of the veth pair
-constexpr char kNsIp[] = "198.18.203.2";    // every service of the installation
 constexpr char kReason[] = "lost badge";
 
 int64_t unix_now() {
@@ -73,18 +79,20 @@ void remove_namespace(const std::string& ns) {
   sh("ip netns del " + ns);  // takes the veth pair with it
 }
 
-// One network namespace joined to this one by a veth pair: kHostIp here, kNsIp there.
+// One network namespace joined to this one by a veth pair: 198.18.SUBNET.1 here (host_ip()),
+// 198.18.SUBNET.2 there (ns_ip()). Tests that may run at the same time use different subnets.
 class OtherHost {
  public:
   // nullptr with `*why` set when the namespace cannot be made (not root, no `ip`).
-  static std::unique_ptr<OtherHost> create(std::string* why) {
+  static std::unique_ptr<OtherHost> create(int subnet, std::string* why) {
     remove_leftovers();
-    auto host = std::unique_ptr<OtherHost>(new OtherHost());
+    auto host = std::unique_ptr<OtherHost>(new OtherHost(subnet));
     const std::string& ns = host->ns_;
-    auto made = sh("ip netns add " + ns + " && ip link add " + ns + "h type veth peer name eth0" +
-                   " netns " + ns + " && ip addr add " + kHostIp + "/24 dev " + ns + "h" +
-                   " && ip link set " + ns + "h up && ip -n " + ns + " link set lo up && ip -n " +
-                   ns + " addr add " + kNsIp + "/24 dev eth0 && ip -n " + ns + " link set eth0 up");
+    auto made =
+        sh("ip netns add " + ns + " && ip link add " + ns + "h type veth peer name eth0" +
+           " netns " + ns + " && ip addr add " + host->host_ip() + "/24 dev " + ns + "h" +
+           " && ip link set " + ns + "h up && ip -n " + ns + " link set lo up && ip -n " + ns +
+           " addr add " + host->ns_ip() + "/24 dev eth0 && ip -n " + ns + " link set eth0 up");
     if (made.code != 0) {
       *why = "cannot create network namespace " + ns + ": " + made.output;
       return nullptr;
@@ -92,6 +100,10 @@ class OtherHost {
     return host;
   }
   ~OtherHost() { remove_namespace(ns_); }
+  std::string host_ip() const { return net_ + "1"; }
+  std::string ns_ip() const { return net_ + "2"; }
+  // This host's end of the veth pair.
+  std::string interface() const { return ns_ + "h"; }
   OtherHost(const OtherHost&) = delete;
   OtherHost& operator=(const OtherHost&) = delete;
 
@@ -103,7 +115,8 @@ class OtherHost {
   }
 
  private:
-  OtherHost() : ns_(kPrefix + std::to_string(::getpid())) {}
+  explicit OtherHost(int subnet)
+      : ns_(kPrefix + std::to_string(::getpid())), net_("198.18." + std::to_string(subnet) + ".") {}
 
   // Namespaces strk<pid> whose test process is gone.
   static void remove_leftovers() {
@@ -120,30 +133,32 @@ class OtherHost {
   }
 
   std::string ns_;
+  std::string net_;
 };
 
 TEST(RevokeNetnsTest, ARevokedNodeOnAnotherHostCanNeitherCallNorJoinOnceItsLeafExpires) {
   crypto::init();
   std::string why;
-  auto host = OtherHost::create(&why);
+  auto host = OtherHost::create(203, &why);
   ASSERT_NE(host, nullptr) << why;
   TempDir d;
   std::filesystem::create_directories(d / "www");
   ASSERT_EQ(run_starling({"mesh", "init", d / "net"}, d / "init.log").code, 0);
   write_random_file(d / "www/blob", 3 * 1024 * 1024 + 321, 5);
-  const std::string url = std::string("http://") + kNsIp + ":8080/blob";
-  const std::string supernode = std::string(kNsIp) + ":8002";
+  const std::string url = "http://" + host->ns_ip() + ":8080/blob";
+  const std::string supernode = host->ns_ip() + ":8002";
 
-  auto origin = host->start({"origin", "--root", d / "www", "--listen", kNsIp, "--port", "8080"},
-                            d / "origin.log");
-  auto sn = host->start(
-      {"supernode", "--network", d / "net", "--data", d / "supernode", "--listen", kNsIp, "--port",
-       "8002", "--data-port", "8003", "--cert-lifetime", std::to_string(kLifetimeSeconds) + "s"},
-      d / "supernode.log");
-  ASSERT_TRUE(eventually([&] { return tcp_ready(kNsIp, 8002); }, 20s)) << sn->output();
+  auto origin =
+      host->start({"origin", "--root", d / "www", "--listen", host->ns_ip(), "--port", "8080"},
+                  d / "origin.log");
+  auto sn = host->start({"supernode", "--network", d / "net", "--data", d / "supernode", "--listen",
+                         host->ns_ip(), "--port", "8002", "--data-port", "8003", "--cert-lifetime",
+                         std::to_string(kLifetimeSeconds) + "s"},
+                        d / "supernode.log");
+  ASSERT_TRUE(eventually([&] { return tcp_ready(host->ns_ip(), 8002); }, 20s)) << sn->output();
   auto peer =
       host->start({"peer", "--network", d / "net", "--data", d / "peer", "--supernode", supernode,
-                   "--listen", kNsIp, "--data-port", "8004", "--socket", d / "peer.sock"},
+                   "--listen", host->ns_ip(), "--data-port", "8004", "--socket", d / "peer.sock"},
                   d / "peer.log");
   ASSERT_TRUE(eventually([&] { return std::filesystem::exists(d / "peer.sock"); }, 60s))
       << peer->output();
@@ -154,7 +169,7 @@ TEST(RevokeNetnsTest, ARevokedNodeOnAnotherHostCanNeitherCallNorJoinOnceItsLeafE
   ASSERT_EQ(*crypto::sha256_file(d / "out"), *crypto::sha256_file(d / "www/blob"));
 
   // Mallory, on this host: enrols, learns the task and its first segment.
-  TestNode mallory(d / "net", kHostIp);
+  TestNode mallory(d / "net", host->host_ip());
   auto enrolled =
       mallory.call(supernode, "Enroll", {{"public_key", mallory.node()}, {"role", "peer"}});
   ASSERT_TRUE(enrolled.ok()) << enrolled.error().message;
@@ -175,7 +190,7 @@ TEST(RevokeNetnsTest, ARevokedNodeOnAnotherHostCanNeitherCallNorJoinOnceItsLeafE
   const std::string expected =
       read_text(d / "www/blob")
           .substr(segment.value("offset", size_t{0}), segment.value("size", size_t{0}));
-  const peer::Endpoint peer_data{kNsIp, 8004};
+  const peer::Endpoint peer_data{host->ns_ip(), 8004};
 
   // Control: with her valid leaf she gets the segment from the peer across the veth pair.
   std::string control_error;
@@ -215,6 +230,74 @@ TEST(RevokeNetnsTest, ARevokedNodeOnAnotherHostCanNeitherCallNorJoinOnceItsLeafE
 
   // The peer itself kept working on renewed leaves meanwhile (12 s lifetime, renewed at 8 s).
   EXPECT_NE(peer->output().find("peer: certificate renewed"), std::string::npos) << peer->output();
+}
+
+TEST(CaptureNetnsTest, NoPlaintextOfTheFileCrossesBetweenTheHosts) {
+  ASSERT_TRUE(std::filesystem::exists("/usr/bin/tcpdump")) << "scripts/deps.sh installs tcpdump";
+  std::string why;
+  auto host = OtherHost::create(204, &why);
+  ASSERT_NE(host, nullptr) << why;
+  TempDir d;
+  std::filesystem::create_directories(d / "www");
+  ASSERT_EQ(run_starling({"mesh", "init", d / "net"}, d / "init.log").code, 0);
+  constexpr size_t kSize = 6 * 1024 * 1024;
+  write_random_file(d / "www/secret.bin", kSize, 99);
+  const std::string supernode = host->ns_ip() + ":8002";
+
+  // The origin on this host; the supernode and peer A there; peer B here.
+  const uint16_t origin_port = free_port(host->host_ip());
+  Process origin({"origin", "--root", d / "www", "--listen", host->host_ip(), "--port",
+                  std::to_string(origin_port)},
+                 d / "origin.log");
+  ASSERT_TRUE(eventually([&] { return tcp_ready(host->host_ip(), origin_port); }, 10s));
+  auto sn = host->start({"supernode", "--network", d / "net", "--data", d / "supernode", "--listen",
+                         host->ns_ip(), "--port", "8002", "--data-port", "8003"},
+                        d / "supernode.log");
+  ASSERT_TRUE(eventually([&] { return tcp_ready(host->ns_ip(), 8002); }, 20s)) << sn->output();
+  auto a = host->start({"peer", "--network", d / "net", "--data", d / "a", "--supernode", supernode,
+                        "--listen", host->ns_ip(), "--data-port", "8004", "--socket", d / "a.sock"},
+                       d / "a.log");
+  Process b({"peer", "--network", d / "net", "--data", d / "b", "--supernode", supernode,
+             "--listen", host->host_ip(), "--data-port", std::to_string(free_port(host->host_ip())),
+             "--socket", d / "b.sock"},
+            d / "b.log");
+  ASSERT_TRUE(eventually(
+      [&] {
+        return std::filesystem::exists(d / "a.sock") && std::filesystem::exists(d / "b.sock");
+      },
+      60s))
+      << a->output() << b.output();
+
+  const std::string pcap = d / "transfer.pcap";
+  Process dump("/usr/bin/tcpdump", {"-i", host->interface(), "-U", "-s", "0", "-w", pcap, "tcp"},
+               d / "tcpdump.log");
+  ASSERT_TRUE(eventually(
+      [&] { return dump.output().find("listening on " + host->interface()) != std::string::npos; },
+      10s))
+      << dump.output();
+  const std::string url =
+      "http://" + host->host_ip() + ":" + std::to_string(origin_port) + "/secret.bin";
+  // A first, so the file is in the swarm; then B, across the veth pair.
+  auto got_a = run_starling({"get", url, "-o", d / "out-a", "--socket", d / "a.sock", "--quiet"},
+                            d / "get-a.log", 120s);
+  ASSERT_EQ(got_a.code, 0) << got_a.output << a->output();
+  auto got_b = run_starling({"get", url, "-o", d / "out-b", "--socket", d / "b.sock", "--quiet"},
+                            d / "get-b.log", 120s);
+  ASSERT_EQ(got_b.code, 0) << got_b.output << b.output();
+  std::this_thread::sleep_for(500ms);
+  dump.signal(SIGINT);
+  ASSERT_EQ(dump.wait(10s), 0) << dump.output();
+
+  const std::string file = read_text(d / "www/secret.bin");
+  ASSERT_EQ(read_text(d / "out-a"), file);
+  ASSERT_EQ(read_text(d / "out-b"), file);
+  const Payloads p = read_pcap(pcap, origin_port);
+  // B received the file over the link (encrypted), and the origin's plain HTTP on the same link
+  // is found by the search (the control). The kernel drops packets from a capture under load
+  // (tcpdump's log says how many), so these ask for half the traffic and a tenth of the blocks.
+  EXPECT_GE(p.other.size(), kSize / 2) << dump.output();
+  EXPECT_GT(blocks_found(file, p.origin), kSize / kWindow / 10) << dump.output();
+  EXPECT_EQ(blocks_found(file, p.other), 0u);
 }
 
 }  // namespace
