@@ -51,13 +51,21 @@ class PendingOutput {
     return {};
   }
 
-  // Copies `source` into the temp file while hashing it; returns the SHA-256 hex.
-  Result<std::string> fill_from(const std::string& source) {
+  // Copies `sources`, in order, into the temp file while hashing them; returns the SHA-256 hex
+  // of the whole.
+  Result<std::string> fill_from(const std::vector<std::string>& sources) {
+    crypto::Sha256 hash;
+    std::vector<char> buf(1 << 20);
+    for (const auto& source : sources) {
+      if (Status st = append(source, hash, buf); !st) return st.error();
+    }
+    return hash.finish_hex();
+  }
+
+  Status append(const std::string& source, crypto::Sha256& hash, std::vector<char>& buf) {
     int in = ::open(source.c_str(), O_RDONLY | O_CLOEXEC);
     if (in < 0)
       return make_error("get.output", "cannot read " + source + ": " + std::strerror(errno));
-    crypto::Sha256 hash;
-    std::vector<char> buf(1 << 20);
     while (true) {
       ssize_t n = ::read(in, buf.data(), buf.size());
       if (n < 0 && errno == EINTR) continue;
@@ -78,7 +86,7 @@ class PendingOutput {
       }
     }
     ::close(in);
-    return hash.finish_hex();
+    return {};
   }
 
   Status commit() {
@@ -196,7 +204,17 @@ int run_get(const ParsedArgs& args) {
   }
   if (!quiet && tty) std::cerr << "\r\033[K";
 
-  auto sum = pending.fill_from(status.value("path", ""));
+  // A done task lists the files whose concatenation is the content (its segments, in order).
+  std::vector<std::string> parts;
+  auto listed = status.find("parts");
+  if (listed == status.end() || !listed->is_array()) {
+    return fail("peer daemon sent no content files for a done task");
+  }
+  for (const auto& part : *listed) {
+    if (!part.is_string()) return fail("peer daemon sent a bad content file list");
+    parts.push_back(part.get<std::string>());
+  }
+  auto sum = pending.fill_from(parts);
   if (!sum) return fail(sum.error().message);
   const std::string expected = status.value("sha256", "");
   if (*sum != expected) {

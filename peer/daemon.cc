@@ -84,7 +84,7 @@ struct Task {
   std::string source_state;  // the supernode's task state at the last GetTask answer
   std::optional<Error> error;
   std::string sha256;        // of the whole content, as published by the supernode
-  std::string path;          // the cached content, once done
+  std::vector<std::string> parts;  // once done: the segment files, whose concatenation is it
   int64_t total_bytes = 0;   // the content's size once known, else the published segments'
   TorrentProgress progress;  // summed over the segments (num_peers: the most of any segment)
   std::vector<SegmentState> segments;
@@ -101,7 +101,7 @@ json task_json(const Task& t) {
             {"uploaded_bytes", t.progress.uploaded_bytes},
             {"peers", t.progress.num_peers}};
   if (!t.sha256.empty()) j["sha256"] = t.sha256;
-  if (!t.path.empty()) j["path"] = t.path;
+  if (t.state == "done") j["parts"] = t.parts;  // empty for empty content
   if (t.error) j["error"] = error_json(*t.error);
   if (!t.source_state.empty()) j["source_state"] = t.source_state;
   json segments = json::array();
@@ -466,8 +466,9 @@ class Daemon final : public PeerDaemon {
   using Connected = std::map<std::pair<std::string, uint16_t>, std::set<int64_t>>;
 
   // The task's worker: polls GetTask while the supernode fetches, adds every newly published
-  // segment at once, announces and connects peers per segment, assembles and verifies the
-  // content once the task is ready and every segment is complete, then keeps seeding.
+  // segment at once, announces and connects peers per segment, verifies the
+  // content (the segments in order) once the task is ready and every one is complete, then keeps
+  // seeding.
   void run_task(const std::shared_ptr<Task>& task) {
     const std::string id = task->id.get();
     const std::string dir = task_dir(task->id);
@@ -674,46 +675,36 @@ class Daemon final : public PeerDaemon {
     }
   }
 
-  // Assembles the segments into tasks/<task>/content and checks it end to end against what
-  // the supernode hashed at the origin (and so against --digest, which it enforced) and
-  // against the user's digest. The file is published only after the checks pass.
+  // Checks the finished segments end to end, in place, against what the supernode hashed at
+  // the origin (and so against --digest, which it enforced) and against the user's digest.
+  // The segment files are the content: `get` reads them in order (no copy into one file).
   bool finish(const std::shared_ptr<Task>& task, const Segments& segments,
               const PublishedTask& info) {
     {
       std::lock_guard lock(mu_);
       task->state = "verifying";
     }
-    const std::string dir = task_dir(task->id);
-    std::error_code ec;
-    fs::create_directories(dir, ec);  // empty content: no segment created it
     std::vector<std::string> parts;
     for (const auto& [index, seg] : segments) parts.push_back(seg.path);
-    const std::string content = dir + "/content";
-    if (Status st = assemble_segments(parts, content); !st) {
-      fail(task, st.error());
-      return false;
-    }
-    const auto size = fs::file_size(content, ec);
-    if (ec || static_cast<int64_t>(size) != *info.size) {
-      fail(task, make_error(kErrTask, "assembled content is " + std::to_string(size) +
-                                          " bytes, the origin's is " + std::to_string(*info.size)));
-      fs::remove(content, ec);
-      return false;
-    }
-    auto sum = crypto::sha256_file(content);
+    auto sum = digest_parts(parts);
     if (!sum) {
       fail(task, sum.error());
       return false;
     }
-    if (*sum != info.sha256 || (task->digest && task->digest->hex != *sum)) {
-      fail(task, make_error(kErrTask, "content hash sha256:" + *sum +
+    if (sum->size != *info.size) {
+      fail(task, make_error(kErrTask, "the segments hold " + std::to_string(sum->size) +
+                                          " bytes, the origin's content " +
+                                          std::to_string(*info.size)));
+      return false;
+    }
+    if (sum->sha256 != info.sha256 || (task->digest && task->digest->hex != sum->sha256)) {
+      fail(task, make_error(kErrTask, "content hash sha256:" + sum->sha256 +
                                           " differs from the origin's sha256:" + info.sha256));
-      fs::remove(content, ec);
       return false;
     }
     std::lock_guard lock(mu_);
     task->state = "done";
-    task->path = content;
+    task->parts = std::move(parts);
     std::cerr << "peer: task " << task->id.get().substr(0, 16) << " done (" << *info.size
               << " bytes, " << segments.size() << " segments)\n";
     return true;

@@ -7,7 +7,7 @@
 //
 // Threads: the local API's connection threads, one worker thread per task (polling GetTask
 // while the supernode fetches, adding each published segment torrent at once, announcing and
-// connecting peers per segment, assembling and verifying the content; peer/README.md),
+// connecting peers per segment, verifying the content end to end; peer/README.md),
 // libtorrent's own threads inside the engine. Shared state (the task table) is guarded by one
 // mutex; the SupernodePool is thread-safe itself.
 #pragma once
@@ -29,7 +29,7 @@ inline constexpr char kErrUnknownTask[] = "task.unknown";
 
 struct PeerConfig {
   std::string network_dir;                    // network.secret and ca.pem
-  std::string data_dir;                       // node.key, tasks/<id>/content
+  std::string data_dir;                       // node.key, tasks/<id>/seg-<i>
   std::vector<SupernodeEndpoint> supernodes;  // every member of the cluster (at least one)
   SupernodePoolOptions supernode_options;     // failover timing; the defaults suit production
   std::string listen_ip = "127.0.0.1";

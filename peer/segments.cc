@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "crypto/base64.h"
+#include "crypto/hash.h"
 
 namespace starling::peer {
 namespace {
@@ -50,37 +51,7 @@ bool lower_hex64(const std::string& s) {
 }
 
 Error io_error(const std::string& what, const std::string& path) {
-  return make_error(kErrAssemble, "cannot " + what + " " + path + ": " + std::strerror(errno));
-}
-
-// Appends all of `in` (from its current offset) to `out`.
-Status append_file(int in, int out, const std::string& in_path, const std::string& out_path) {
-  bool kernel_copy = true;
-  std::vector<char> buf;
-  while (true) {
-    if (kernel_copy) {
-      const ssize_t n = ::copy_file_range(in, nullptr, out, nullptr, size_t{1} << 30, 0);
-      if (n > 0) continue;
-      if (n == 0) return {};
-      if (errno == EINTR) continue;
-      if (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP &&
-          errno != EPERM) {
-        return io_error("copy into", out_path);
-      }
-      kernel_copy = false;  // e.g. across file systems on old kernels: copy ourselves
-      buf.resize(size_t{1} << 20);
-    }
-    const ssize_t n = ::read(in, buf.data(), buf.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return io_error("read", in_path);
-    if (n == 0) return {};
-    for (ssize_t off = 0; off < n;) {
-      const ssize_t w = ::write(out, buf.data() + off, static_cast<size_t>(n - off));
-      if (w < 0 && errno == EINTR) continue;
-      if (w < 0) return io_error("write", out_path);
-      off += w;
-    }
-  }
+  return make_error(kErrParts, "cannot " + what + " " + path + ": " + std::strerror(errno));
 }
 
 }  // namespace
@@ -165,35 +136,29 @@ bool all_segments_known(const PublishedTask& task) {
   return covered == *task.size;
 }
 
-Status assemble_segments(const std::vector<std::string>& parts, const std::string& out_path) {
-  std::string temp = out_path + ".assembling-XXXXXX";
-  const int out = ::mkstemp(temp.data());
-  if (out < 0) return io_error("create a temp file for", out_path);
-  auto abandon = [&](Error e) {
-    ::close(out);
-    ::unlink(temp.c_str());
-    return e;
-  };
-  ::fchmod(out, 0644);
+Result<PartsDigest> digest_parts(const std::vector<std::string>& parts) {
+  crypto::Sha256 hash;
+  PartsDigest out;
+  std::vector<char> buf(1 << 20);
   for (const auto& part : parts) {
     const int in = ::open(part.c_str(), O_RDONLY | O_CLOEXEC);
-    if (in < 0) return abandon(io_error("read", part));
-    Status st = append_file(in, out, part, out_path);
+    if (in < 0) return io_error("read", part);
+    while (true) {
+      const ssize_t n = ::read(in, buf.data(), buf.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        Error e = io_error("read", part);
+        ::close(in);
+        return e;
+      }
+      if (n == 0) break;
+      hash.update(buf.data(), static_cast<size_t>(n));
+      out.size += n;
+    }
     ::close(in);
-    if (!st) return abandon(st.error());
   }
-  if (::fsync(out) != 0) return abandon(io_error("write", out_path));
-  if (::close(out) != 0) {
-    Error e = io_error("write", out_path);
-    ::unlink(temp.c_str());
-    return e;
-  }
-  if (::rename(temp.c_str(), out_path.c_str()) != 0) {
-    Error e = io_error("write", out_path);
-    ::unlink(temp.c_str());
-    return e;
-  }
-  return {};
+  out.sha256 = hash.finish_hex();
+  return out;
 }
 
 }  // namespace starling::peer

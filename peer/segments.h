@@ -1,5 +1,5 @@
 // What a peer learns about a segmented task from the supernodes (ARCHITECTURE §3,
-// notes/segments_contract.md), and how it turns finished segments into the content file.
+// notes/segments_contract.md), and how it checks the finished segments, which are the content.
 //
 // A task is a sequence of segments; segment i covers [i*segment_size, min((i+1)*segment_size,
 // size)) and is its own torrent (engine key segment_torrent_id(task, i)). The seeder publishes
@@ -7,8 +7,8 @@
 // them until the task is ready.
 //
 // parse_get_task() is the pure parser of a GetTask answer (untrusted input: it never throws
-// and never crashes; fuzzed by tests/fuzz/get_task_fuzz.cc). assemble_segments() is the I/O
-// shell that writes the content file. No state, no threads: callers own what they parse.
+// and never crashes; fuzzed by tests/fuzz/get_task_fuzz.cc). digest_parts() is the I/O shell
+// that checks the finished segments end to end. No state, no threads: callers own what they parse.
 #pragma once
 
 #include <cstdint>
@@ -53,11 +53,15 @@ Result<PublishedTask> parse_get_task(const nlohmann::json& answer);
 // guarantees this for a parsed ready task; kept as the one place the rule is stated).
 bool all_segments_known(const PublishedTask& task);
 
-// Writes the concatenation of `parts` (in order) to `out_path` through a temp file in the same
-// directory (copy_file_range, falling back to read/write where the kernel or file system
-// refuses), fsyncs and renames it into place. I/O failures are kErrAssemble ("cannot read
-// PATH: reason"); on failure no temp file is left behind and `out_path` is untouched.
-inline constexpr char kErrAssemble[] = "peer.assemble";
-Status assemble_segments(const std::vector<std::string>& parts, const std::string& out_path);
+// The SHA-256 (lowercase hex) and total size of the concatenation of `parts`, in order, read
+// in place: a finished task's segment files are its content (nothing is copied into one file;
+// `starling get` reads the parts in order). I/O failures are kErrParts ("cannot read PATH:
+// reason").
+inline constexpr char kErrParts[] = "peer.parts";
+struct PartsDigest {
+  std::string sha256;
+  int64_t size = 0;
+};
+Result<PartsDigest> digest_parts(const std::vector<std::string>& parts);
 
 }  // namespace starling::peer

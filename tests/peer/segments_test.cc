@@ -1,5 +1,5 @@
 // The peer's view of a segmented task: parse_get_task (the GetTask answer, untrusted) and
-// assemble_segments (segment files -> one content file, atomically).
+// digest_parts (size and SHA-256 of the segment files in order, read in place).
 #include "peer/segments.h"
 
 #include <unistd.h>
@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include "crypto/base64.h"
+#include "crypto/hash.h"
 
 namespace starling::peer {
 namespace {
@@ -124,7 +125,7 @@ TEST(ParseGetTask, RefusesAnswersThatBreakTheSegmentRules) {
   }
 }
 
-class AssembleSegments : public ::testing::Test {
+class DigestParts : public ::testing::Test {
  protected:
   void SetUp() override {
     char tmpl[] = "/tmp/segments_test-XXXXXX";
@@ -136,45 +137,40 @@ class AssembleSegments : public ::testing::Test {
     std::ofstream(dir_ + "/" + name, std::ios::binary) << bytes;
     return dir_ + "/" + name;
   }
-  std::string read(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(in), {});
-  }
-  size_t entries() { return static_cast<size_t>(std::distance(fs::directory_iterator(dir_), {})); }
   std::string dir_;
 };
 
-TEST_F(AssembleSegments, ConcatenatesInOrderAndReplacesAtomically) {
+TEST_F(DigestParts, HashesTheConcatenationInOrderWithoutWritingAnything) {
   std::string big(3 << 20, '\0');
   for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 7 + i / 4096);
   const auto a = write("seg-0", big);
   const auto b = write("seg-1", "tail");
-  write("content", "old content");
-  ASSERT_TRUE(assemble_segments({a, b}, dir_ + "/content").ok());
-  EXPECT_EQ(read(dir_ + "/content"), big + "tail");
-  EXPECT_EQ(entries(), 3u);  // no temp file left
+  const auto whole = write("whole", big + "tail");
+  auto sum = digest_parts({a, b});
+  ASSERT_TRUE(sum.ok()) << sum.error().message;
+  EXPECT_EQ(sum->size, static_cast<int64_t>(big.size() + 4));
+  EXPECT_EQ(sum->sha256, *crypto::sha256_file(whole));
+  // Order matters: the same parts swapped are other content.
+  auto swapped = digest_parts({b, a});
+  ASSERT_TRUE(swapped.ok());
+  EXPECT_NE(swapped->sha256, sum->sha256);
+  EXPECT_EQ(static_cast<size_t>(std::distance(fs::directory_iterator(dir_), {})), 3u);
 
-  ASSERT_TRUE(assemble_segments({}, dir_ + "/empty").ok());  // empty content
-  EXPECT_TRUE(fs::exists(dir_ + "/empty"));
-  EXPECT_EQ(fs::file_size(dir_ + "/empty"), 0u);
+  auto empty = digest_parts({});  // empty content
+  ASSERT_TRUE(empty.ok());
+  EXPECT_EQ(empty->size, 0);
+  EXPECT_EQ(empty->sha256, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 }
 
-TEST_F(AssembleSegments, AMissingSegmentIsAnErrorAndLeavesNothing) {
+TEST_F(DigestParts, AMissingPartIsAnError) {
   const auto a = write("seg-0", "abc");
-  write("content", "old content");
-  auto st = assemble_segments({a, dir_ + "/seg-1"}, dir_ + "/content");
-  ASSERT_FALSE(st.ok());
-  EXPECT_EQ(st.error().code, kErrAssemble);
-  EXPECT_EQ(st.error().message, "cannot read " + dir_ + "/seg-1: No such file or directory");
-  EXPECT_EQ(read(dir_ + "/content"), "old content");
-  EXPECT_EQ(entries(), 2u);
-
-  auto nodir = assemble_segments({a}, dir_ + "/no/such/content");
-  ASSERT_FALSE(nodir.ok());
-  EXPECT_NE(
-      nodir.error().message.find("cannot create a temp file for " + dir_ + "/no/such/content"),
-      std::string::npos)
-      << nodir.error().message;
+  auto sum = digest_parts({a, dir_ + "/seg-1"});
+  ASSERT_FALSE(sum.ok());
+  EXPECT_EQ(sum.error().code, kErrParts);
+  EXPECT_EQ(sum.error().message, "cannot read " + dir_ + "/seg-1: No such file or directory");
+  auto dir = digest_parts({dir_});
+  ASSERT_FALSE(dir.ok());
+  EXPECT_EQ(dir.error().message, "cannot read " + dir_ + ": Is a directory");
 }
 
 }  // namespace
