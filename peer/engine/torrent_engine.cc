@@ -223,7 +223,11 @@ class LibtorrentEngine final : public TorrentEngine {
       h = it->second.handle;
       tasks_.erase(it);
     }
-    session_->remove_torrent(h);  // without delete_files: the content stays on disk
+    try {
+      session_->remove_torrent(h);  // without delete_files: the content stays on disk
+    } catch (const std::exception& e) {
+      return make_error(kErrEngine, std::string("remove: ") + e.what());
+    }
     return {};
   }
 
@@ -238,7 +242,11 @@ class LibtorrentEngine final : public TorrentEngine {
     cert_pem_ = cert_pem;
     key_pem_ = key_pem;
     for (auto& [id, t] : tasks_) {
-      t.handle.set_ssl_certificate_buffer(cert_pem, key_pem, kDhParamsPem);
+      try {
+        t.handle.set_ssl_certificate_buffer(cert_pem, key_pem, kDhParamsPem);
+      } catch (const std::exception&) {
+        // Removed inside libtorrent already (an error ends a torrent): nothing to update.
+      }
     }
     return {};
   }
@@ -321,7 +329,11 @@ class LibtorrentEngine final : public TorrentEngine {
       // A bad certificate or key comes back as a torrent_error_alert ("[certificate]",
       // "[private key]"), which marks the task kError below.
       std::lock_guard lock(mutex_);  // see set_certificate()
-      need->handle.set_ssl_certificate_buffer(cert_pem_, key_pem_, kDhParamsPem);
+      try {
+        need->handle.set_ssl_certificate_buffer(cert_pem_, key_pem_, kDhParamsPem);
+      } catch (const std::exception&) {
+        // The torrent was removed after asking (remove() right after add): nothing to answer.
+      }
     } else if (auto* ok = lt::alert_cast<lt::listen_succeeded_alert>(a)) {
       if (ok->socket_type == lt::socket_type_t::tcp_ssl) {
         std::lock_guard lock(mutex_);

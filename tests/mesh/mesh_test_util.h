@@ -64,7 +64,9 @@ inline int raw_connect_from(const char* src_ip, uint16_t port) {
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (::bind(fd, reinterpret_cast<sockaddr*>(&src), sizeof src) != 0 ||
       ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    const int e = errno;  // for the caller's message
     ::close(fd);
+    errno = e;
     return -1;
   }
   return fd;
