@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <chrono>
 #include <ctime>
 #include <iomanip>
@@ -14,6 +15,7 @@
 #include "cli/admin.h"
 #include "cli/commands.h"
 #include "cli/report.h"
+#include "supernode/members.h"
 
 namespace starling::cli {
 namespace {
@@ -33,6 +35,8 @@ int fail_admin(const std::string& command, const Error& e) {
 // Errors after which another supernode may answer: it could not be reached, or it could not
 // reach the majority (writes and consistent reads go through the Raft leader).
 bool try_another(const Error& e) {
+  if (e.code == "cluster.bad_member_change")
+    return false;  // the cluster's answer, not the member's
   return e.code.rfind("mesh.", 0) == 0 || e.code.rfind("raft.", 0) == 0 ||
          e.code.rfind("cluster.", 0) == 0;
 }
@@ -183,6 +187,43 @@ int run_mesh_certificates(const ParsedArgs& args) {
               << (issued ? c.value("role", "-") : "-") << std::setw(25)
               << (issued ? utc_time(not_after) : "-") << state << "\n";
   }
+  return 0;
+}
+
+int run_member(const ParsedArgs& args) {
+  const std::string& name = args.command->name;  // "member add" / "member remove"
+  auto supernodes = parse_host_ports(args.get("supernode", "127.0.0.1:8002"));
+  if (!supernodes) return usage(name + ": --supernode: " + supernodes.error().message);
+  const std::string& what = args.positionals.at(0);
+  json params;
+  std::string method;
+  std::string done;
+  if (name == "member add") {
+    auto m = supernode::parse_member(what);
+    if (!m) return usage(name + ": " + m.error().message);
+    method = "MemberAdd";
+    params = {{"id", m->id.get()}, {"address", m->address()}};
+    done = "added member " + std::to_string(m->id.get()) + " at " + m->address() +
+           " as a learner; it becomes a voter once it has caught up";
+  } else {
+    uint64_t id = 0;
+    auto [end, ec] = std::from_chars(what.data(), what.data() + what.size(), id);
+    if (what.empty() || ec != std::errc() || end != what.data() + what.size() || id == 0) {
+      return usage(name + ": ID must be a member id (a number from 1), not '" + what + "'");
+    }
+    method = "MemberRemove";
+    params = {{"id", id}};
+    done = "removed member " + std::to_string(id);
+  }
+  auto mesh = admin_mesh_config(args.get("network"));
+  if (!mesh) return fail_admin(name, mesh.error());
+  auto result = call_any(*mesh, *supernodes, method, params);
+  if (!result) return fail(name, result.error().message);
+  if (args.has("json")) {
+    std::cout << json{{"request", params}, {"result", *result}}.dump(2) << "\n";
+    return 0;
+  }
+  std::cout << done << "\n";
   return 0;
 }
 

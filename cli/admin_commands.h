@@ -16,5 +16,7 @@ int run_mesh_revoke(const ParsedArgs& args);
 int run_mesh_certificates(const ParsedArgs& args);
 // Either of the two, by args.command->name.
 int run_mesh_admin(const ParsedArgs& args);
+// `member add ID=HOST:PORT` / `member remove ID`: the MemberAdd / MemberRemove RPC.
+int run_member(const ParsedArgs& args);
 
 }  // namespace starling::cli

@@ -41,11 +41,15 @@ const std::vector<CommandSpec>& command_specs() {
            opt("listen", "IP", "Address to listen on (mesh and data).", "127.0.0.1"),
            opt("port", "PORT", "Mesh (control) port.", "8002"),
            opt("data-port", "PORT", "libtorrent SSL data port (0 = any free port).", "65002"),
-           opt("id", "N", "This member's Raft id (with --members).", "1"),
+           opt("id", "N", "This member's Raft id (with --members or --join).", "1"),
            opt("members", "ID=HOST:PORT,...",
                "Every initial member of the cluster, this one included, by Raft id and mesh "
                "address (e.g. 1=10.0.0.1:8002,2=10.0.0.2:8002,3=10.0.0.3:8002). Without it the "
                "supernode is a cluster of one."),
+           opt("join", "ID=HOST:PORT,...",
+               "Join a running cluster as a new member instead: its current members (this one "
+               "not included). The supernode waits, without voting, until an admin runs "
+               "'starling member add ID=HOST:PORT' for it, then catches up from the leader."),
            opt("cert-lifetime", "DURATION",
                "Lifetime of the certificates this supernode issues to peers and to itself, "
                "10s..366d (e.g. 90s, 15m, 12h, 7d). Nodes renew at two thirds of it; a revoked "
@@ -146,6 +150,35 @@ const std::vector<CommandSpec>& command_specs() {
        "valid, expired, or 'revoked <time>: <reason>'. Lists what enrolment issued; the\n"
        "supernodes' own certificates and the admin tools' (signed with ca.key outside the\n"
        "cluster) appear only once revoked, with role '-'."},
+      {"member add",
+       "Add a supernode to the cluster at runtime. An admin command: it needs the network CA "
+       "key.",
+       {arg("ID=HOST:PORT",
+            "The new member's Raft id (never used before in this cluster) and mesh address.")},
+       {
+           req("network", "DIR", "Network directory with network.secret, ca.pem and ca.key."),
+           opt("supernode", "HOST:PORT[,...]", "Supernodes to ask, in order.", "127.0.0.1:8002"),
+           boolean("json", "Print the answer as JSON."),
+       },
+       "Start the new supernode first with '--id ID --join <current members>'. The member\n"
+       "joins as a learner (no vote), receives the registry from the leader, and is made a\n"
+       "voter automatically once it has caught up ('starling status' shows it). Its address\n"
+       "is replicated with the membership: every member, restart and snapshot knows it.\n"
+       "One change at a time; needs a majority. Errors: 'id N is already in use', 'id N\n"
+       "belonged to a removed member (ids are never reused)', 'another membership change is\n"
+       "in flight', 'no quorum: ...'."},
+      {"member remove",
+       "Remove a supernode from the cluster at runtime. An admin command: it needs the "
+       "network CA key.",
+       {arg("ID", "The member's Raft id.")},
+       {
+           req("network", "DIR", "Network directory with network.secret, ca.pem and ca.key."),
+           opt("supernode", "HOST:PORT[,...]", "Supernodes to ask, in order.", "127.0.0.1:8002"),
+           boolean("json", "Print the answer as JSON."),
+       },
+       "The id is retired for good. Removing the leader makes it step down; the others elect\n"
+       "a new one. The removed process keeps running without a vote: stop it. Removing a\n"
+       "voter shrinks the majority; the last voter cannot be removed. Needs a majority."},
       {"status",
        "Show a supernode's state: its node id, tasks and announced peers. An admin command: "
        "it needs the network CA key.",

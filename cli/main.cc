@@ -66,20 +66,33 @@ int run_supernode(const ParsedArgs& args) {
   config.listen_ip = args.get("listen", "127.0.0.1");
   config.mesh_port = *port;
   config.data_port = *data_port;
-  if (args.has("members")) {
-    auto members = supernode::parse_members(args.get("members"));
-    if (!members) return usage("supernode: " + members.error().message);
+  if (args.has("members") && args.has("join")) {
+    return usage("supernode: give either --members (an initial member) or --join (a new one)");
+  }
+  if (args.has("members") || args.has("join")) {
+    const bool join = args.has("join");
+    auto members = supernode::parse_members(args.get(join ? "join" : "members"));
+    if (!members) {
+      std::string message = members.error().message;
+      if (join && message.rfind("--members", 0) == 0) message.replace(0, 9, "--join");
+      return usage("supernode: " + message);
+    }
     config.members = std::move(members).value();
+    config.join = join;
     const std::string id_text = args.get("id", "");
     uint64_t id = 0;
     auto [end, ec] = std::from_chars(id_text.data(), id_text.data() + id_text.size(), id);
-    if (id_text.empty() || ec != std::errc() || end != id_text.data() + id_text.size() ||
-        !supernode::find_member(config.members, raft::NodeId{id})) {
-      return usage("supernode: --id must be the id of one of the --members");
+    const bool number = !id_text.empty() && ec == std::errc() &&
+                        end == id_text.data() + id_text.size() && id > 0 &&
+                        id <= (uint64_t{1} << 63);
+    const bool listed = number && supernode::find_member(config.members, raft::NodeId{id});
+    if (!join && !listed) return usage("supernode: --id must be the id of one of the --members");
+    if (join && (!number || listed || !args.has("id"))) {
+      return usage("supernode: --join needs --id N, the new member's id (not one of --join)");
     }
     config.id = raft::NodeId{id};
   } else if (args.has("id") && args.get("id") != "1") {
-    return usage("supernode: --id needs --members");
+    return usage("supernode: --id needs --members or --join");
   }
   if (args.has("cert-lifetime")) {
     auto lifetime = crypto::parse_cert_lifetime(args.get("cert-lifetime"));
@@ -227,6 +240,7 @@ int main(int argc, char** argv) {
     if (name == "mesh init") return run_mesh_init(*parsed);
     if (name == "mesh revoke" || name == "mesh certificates") return run_mesh_admin(*parsed);
     if (name == "status") return run_status(*parsed);
+    if (name == "member add" || name == "member remove") return run_member(*parsed);
     if (name.rfind("kv ", 0) == 0) return run_kv(*parsed);
     if (name == "origin") return run_origin(*parsed);
     if (name == "demo") return run_demo(*parsed, self_exe(argv[0]));

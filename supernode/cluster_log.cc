@@ -2,6 +2,7 @@
 
 #include <sodium.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <mutex>
@@ -136,6 +137,14 @@ class MemberSessions {
     return result;
   }
 
+  // Drops the idle sessions to members no longer in `members` (removed ones).
+  void retain(const std::vector<Member>& members) {
+    std::lock_guard lock(mu_);
+    std::erase_if(idle_, [&](const auto& kv) {
+      return !find_member(members, raft::NodeId{kv.first}).has_value();
+    });
+  }
+
  private:
   const mesh::MeshConfig mesh_;
   std::mutex mu_;
@@ -151,6 +160,43 @@ struct ClusterLog::Parts {
   const std::string client_id = random_client_id();
   std::atomic<uint64_t> next_seq{1};
   std::atomic<bool> stopped{false};
+  mutable std::mutex members_mu;
+  std::vector<Member> members;  // guarded by members_mu: who we can reach, by id
+
+  std::vector<Member> current_members() const {
+    std::lock_guard lock(members_mu);
+    return members;
+  }
+  std::optional<Member> member(raft::NodeId id) const {
+    std::lock_guard lock(members_mu);
+    return find_member(members, id);
+  }
+
+  // On the driver's thread, whenever the applied membership changed (and once at start).
+  void on_conf_change(const raft::ConfState& conf) {
+    // No membership yet: a joining member talks to the members it was given until the
+    // leader's snapshot brings the real one.
+    std::vector<Member> now = conf.voters.empty() && conf.learners.empty()
+                                  ? config.members
+                                  : members_of(conf, config.members);
+    {
+      std::lock_guard lock(members_mu);
+      if (now == members) return;
+      members = now;
+    }
+    std::string text;
+    for (const auto& m : now) {
+      const bool voter = std::binary_search(conf.voters.begin(), conf.voters.end(), m.id);
+      const bool learner = std::binary_search(conf.learners.begin(), conf.learners.end(), m.id);
+      text += (text.empty() ? "" : ", ") + std::to_string(m.id.get()) + "=" + m.address() +
+              (voter     ? ""
+               : learner ? " (learner)"
+                         : " (joining)");
+    }
+    std::fprintf(stderr, "supernode: raft members: %s\n", text.empty() ? "none" : text.c_str());
+    transport->set_members(now);
+    if (sessions) sessions->retain(now);
+  }
 };
 
 ClusterLog::ClusterLog(std::unique_ptr<Parts> parts) : parts_(std::move(parts)) {}
@@ -165,15 +211,21 @@ void ClusterLog::stop() {
 
 Result<std::unique_ptr<ClusterLog>> ClusterLog::start(ClusterConfig config,
                                                       tracker::TrackerStateMachine& tracker) {
-  if (!find_member(config.members, config.id)) {
+  if (!config.join && !find_member(config.members, config.id)) {
     return make_error(kErrBadMembers,
                       "--id " + std::to_string(config.id.get()) + " is not one of the --members");
+  }
+  if (config.join && find_member(config.members, config.id)) {
+    return make_error(kErrBadMembers, "--id " + std::to_string(config.id.get()) +
+                                          " is one of the --join members; --join lists the "
+                                          "members already running");
   }
   auto parts = std::make_unique<Parts>();
   parts->config = std::move(config);
   const ClusterConfig& c = parts->config;
   parts->app = std::make_unique<TrackerApplication>(tracker);
-  parts->transport = std::make_unique<MeshRaftTransport>(c.members, c.id, c.mesh);
+  // No links yet: the first on_conf_change (from Driver::start) sets them.
+  parts->transport = std::make_unique<MeshRaftTransport>(std::vector<Member>{}, c.id, c.mesh);
   parts->sessions = std::make_unique<MemberSessions>(c.mesh);
 
   raft::DriverConfig dc;
@@ -182,7 +234,10 @@ Result<std::unique_ptr<ClusterLog>> ClusterLog::start(ClusterConfig config,
   dc.raft.heartbeat_tick = c.heartbeat_tick;
   dc.raft.seed = std::random_device{}();
   dc.storage_path = c.raft_path;
-  for (const auto& m : c.members) dc.bootstrap.voters.push_back(m.id);
+  // A new store of an initial member records the initial membership with its addresses; a
+  // joining member's stays empty until the leader's snapshot (raft/README.md "Membership").
+  if (!c.join) dc.bootstrap = bootstrap_conf(c.members);
+  dc.on_conf_change = [p = parts.get()](const raft::ConfState& conf) { p->on_conf_change(conf); };
   dc.tick = c.tick;
   auto driver = raft::Driver::start(std::move(dc), *parts->transport, *parts->app);
   if (!driver.ok()) {
@@ -206,7 +261,7 @@ Result<std::string> ClusterLog::propose(const tracker::Command& command,
     Result<std::string> result = last;
     if (info.role == raft::Role::kLeader) {
       result = parts_->driver->propose(data, kForwardedWait);
-    } else if (auto leader = find_member(parts_->config.members, info.lead)) {
+    } else if (auto leader = parts_->member(info.lead)) {
       auto answer = parts_->sessions->call(
           *leader, "Propose", {{"proposal", crypto::base64_encode(data)}}, kForwardedWait + 1s);
       if (answer.ok()) {
@@ -242,7 +297,7 @@ Status ClusterLog::read_barrier(std::chrono::milliseconds timeout) {
     if (info.role == raft::Role::kLeader) {
       auto index = parts_->driver->read_index(kForwardedWait);
       status = index.ok() ? Status() : Status(index.error());
-    } else if (auto leader = find_member(parts_->config.members, info.lead)) {
+    } else if (auto leader = parts_->member(info.lead)) {
       auto answer = parts_->sessions->call(*leader, "ReadIndex", json::object(), kForwardedWait);
       if (answer.ok()) {
         auto it = answer->find("index");
@@ -270,7 +325,129 @@ Status ClusterLog::read_barrier(std::chrono::milliseconds timeout) {
                         last.message + "); stale reads are served by any member");
 }
 
+namespace {
+
+// A refusal from the Raft core, in the operator's words.
+Error member_change_error(const raft::ConfChange& cc, const Error& e) {
+  if (e.code == kErrBadMemberChange || e.code == kErrMemberChangeInFlight) return e;
+  const std::string id = std::to_string(cc.node.get());
+  const std::string what = cc.type == raft::ConfChangeType::kRemove ? "cannot remove member " + id
+                                                                    : "cannot add member " + id;
+  if (e.code == raft::kErrConfChangeInFlight) {
+    return make_error(kErrMemberChangeInFlight,
+                      what +
+                          ": another membership change is in flight (a new member is "
+                          "promoted once it caught up); try again");
+  }
+  if (e.code != raft::kErrBadConfChange) return e;
+  const auto has = [&](const char* s) { return e.message.find(s) != std::string::npos; };
+  std::string why = e.message;
+  if (has("already a member")) {
+    why = "id " + id + " is already in use";
+  } else if (has("was removed")) {
+    why = "id " + id + " belonged to a removed member (ids are never reused)";
+  } else if (has("not a member")) {
+    why = "it is not a member";
+  } else if (has("last voter")) {
+    why = "it is the last voter";
+  }
+  return make_error(kErrBadMemberChange, what + ": " + why);
+}
+
+raft::ConfChange add_change(const Member& m) {
+  return raft::ConfChange{raft::ConfChangeType::kAddLearner, m.id, m.address()};
+}
+
+}  // namespace
+
+Status ClusterLog::add_member(const Member& member, std::chrono::milliseconds timeout) {
+  return change_membership(add_change(member), timeout);
+}
+
+Status ClusterLog::remove_member(raft::NodeId id, std::chrono::milliseconds timeout) {
+  return change_membership(raft::ConfChange{raft::ConfChangeType::kRemove, id, {}}, timeout);
+}
+
+std::vector<Member> ClusterLog::members() const { return parts_->current_members(); }
+
+// Like propose(): on the leader directly, else forwarded ("ChangeMembership"), retried on
+// leader changes. A change whose first attempt had an unknown outcome (timeout, lost session)
+// and that the leader then calls done already (id present / already removed) succeeded.
+Status ClusterLog::change_membership(const raft::ConfChange& cc,
+                                     std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  auto pause = 20ms;
+  Error last = make_error(kErrUnavailable, "no leader elected yet");
+  bool uncertain = false;
+  while (!parts_->stopped) {
+    const raft::DriverInfo info = parts_->driver->info();
+    Status status = last;
+    if (info.role == raft::Role::kLeader) {
+      status = parts_->driver->change_membership(cc, kForwardedWait);
+    } else if (auto leader = parts_->member(info.lead)) {
+      json params = {{"change", cc.type == raft::ConfChangeType::kRemove ? "remove" : "add"},
+                     {"id", cc.node.get()}};
+      if (!cc.context.empty()) params["address"] = cc.context;
+      auto answer =
+          parts_->sessions->call(*leader, "ChangeMembership", params, kForwardedWait + 1s);
+      status = answer.ok() ? Status() : Status(answer.error());
+    }
+    if (status.ok()) return status;
+    Error e = member_change_error(cc, status.error());
+    if (e.code == kErrBadMemberChange) {
+      const bool done = cc.type == raft::ConfChangeType::kRemove
+                            ? e.message.find("not a member") != std::string::npos
+                            : e.message.find("already in use") != std::string::npos;
+      if (uncertain && done) return {};
+      return e;
+    }
+    if (e.code != kErrMemberChangeInFlight && !retryable(e)) return e;
+    if (e.code == raft::kErrTimeout || e.code == raft::kErrProposalLost || is_transport_error(e)) {
+      uncertain = true;
+    }
+    last = e;
+    if (Clock::now() + pause >= deadline) break;
+    std::this_thread::sleep_for(pause);
+    pause = std::min<std::chrono::milliseconds>(pause * 2, 200ms);
+  }
+  if (parts_->stopped) return make_error(raft::kErrStopped, "the supernode is stopping");
+  if (last.code == kErrMemberChangeInFlight) return last;
+  return make_error(kErrUnavailable,
+                    "no quorum: the membership change was not committed within " +
+                        std::to_string(timeout.count()) +
+                        " ms (it needs a majority of the supernodes; last error: " + last.message +
+                        ")");
+}
+
 std::optional<Result<json>> ClusterLog::handle(const std::string& method, const json& params) {
+  if (method == "ChangeMembership") {
+    auto change = params.find("change");
+    auto id = params.find("id");
+    if (change == params.end() || !change->is_string() || id == params.end() ||
+        !id->is_number_unsigned() || id->get<uint64_t>() == 0) {
+      return Result<json>(
+          make_error(mesh::kErrBadMessage, "bad request: \"change\" and \"id\" required"));
+    }
+    const raft::NodeId node{id->get<uint64_t>()};
+    raft::ConfChange cc{raft::ConfChangeType::kRemove, node, {}};
+    if (*change == "add") {
+      auto address = params.find("address");
+      if (address == params.end() || !address->is_string()) {
+        return Result<json>(make_error(mesh::kErrBadMessage, "bad request: \"address\" missing"));
+      }
+      auto m = parse_member(std::to_string(node.get()) + "=" + address->get<std::string>());
+      if (!m.ok()) return Result<json>(make_error(mesh::kErrBadMessage, m.error().message));
+      cc = add_change(*m);
+    } else if (*change != "remove") {
+      return Result<json>(
+          make_error(mesh::kErrBadMessage, "bad request: \"change\" must be add or remove"));
+    }
+    // Only the leader changes the membership; a member that lost leadership meanwhile
+    // answers not_leader and the forwarding member retries on the new one.
+    Status st = parts_->driver->change_membership(cc, kForwardedWait);
+    if (!st.ok()) return Result<json>(member_change_error(cc, st.error()));
+    return Result<json>(json::object());
+  }
   if (method == "Raft") {
     auto it = params.find("batch");
     if (it == params.end() || !it->is_string()) {
@@ -312,8 +489,10 @@ std::optional<Result<json>> ClusterLog::handle(const std::string& method, const 
 json ClusterLog::status() const {
   const raft::DriverInfo info = parts_->driver->info();
   json members = json::array();
+  std::vector<Member> known = members_of(info.conf, parts_->config.members);
+  if (known.empty()) known = parts_->current_members();  // joining: no membership yet
   auto add = [&](raft::NodeId id, bool voter) {
-    auto m = find_member(parts_->config.members, id);
+    auto m = find_member(known, id);
     members.push_back(
         {{"id", id.get()}, {"address", m ? m->address() : std::string("?")}, {"voter", voter}});
   };

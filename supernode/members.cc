@@ -30,6 +30,50 @@ bool valid_host(std::string_view h) {
 
 }  // namespace
 
+Result<Member> parse_member(std::string_view text) {
+  if (text.find(',') != std::string_view::npos) {
+    return make_error(kErrBadMembers, "\"" + std::string(text) + "\" is not one ID=HOST:PORT");
+  }
+  auto one = parse_members(text);
+  if (!one.ok()) {
+    Error e = one.error();
+    if (e.message.rfind("--members: ", 0) == 0) e.message = e.message.substr(11);
+    return e;
+  }
+  return one->front();
+}
+
+std::vector<Member> members_of(const raft::ConfState& conf, const std::vector<Member>& fallback) {
+  std::vector<raft::NodeId> ids = conf.voters;
+  ids.insert(ids.end(), conf.learners.begin(), conf.learners.end());
+  std::sort(ids.begin(), ids.end());
+  std::vector<Member> out;
+  for (raft::NodeId id : ids) {
+    if (const raft::MemberAddress* a = raft::find_address(conf, id)) {
+      auto m = parse_member(std::to_string(id.get()) + "=" + a->address);
+      if (m.ok()) {
+        out.push_back(std::move(m).value());
+        continue;
+      }
+    }
+    if (auto m = find_member(fallback, id)) out.push_back(*m);
+  }
+  return out;
+}
+
+raft::ConfState bootstrap_conf(const std::vector<Member>& members) {
+  raft::ConfState conf;
+  for (const auto& m : members) {
+    conf.voters.push_back(m.id);
+    conf.addresses.push_back(raft::MemberAddress{m.id, m.address()});
+  }
+  std::sort(conf.voters.begin(), conf.voters.end());
+  std::sort(
+      conf.addresses.begin(), conf.addresses.end(),
+      [](const raft::MemberAddress& a, const raft::MemberAddress& b) { return a.node < b.node; });
+  return conf;
+}
+
 Result<std::vector<Member>> parse_members(std::string_view text) {
   std::vector<Member> out;
   std::set<uint64_t> ids;

@@ -28,7 +28,20 @@ struct Member {
 // at most 9 members. Sorted by id. kErrBadMembers naming the offending item otherwise.
 Result<std::vector<Member>> parse_members(std::string_view text);
 
+// One "ID=HOST:PORT" (the `starling member add` argument), same rules as parse_members.
+Result<Member> parse_member(std::string_view text);
+
 // The member with `id`, or nullopt.
 std::optional<Member> find_member(const std::vector<Member>& members, raft::NodeId id);
+
+// The members of a Raft membership (voters and learners, sorted by id) with their addresses:
+// the address replicated with the membership (raft::ConfState::addresses, "HOST:PORT"), else
+// the one in `fallback` (the command line: stores made before addresses were replicated, and
+// a joining member before it received the membership). A member with neither (or with an
+// address that does not parse) is left out: nobody can reach it.
+std::vector<Member> members_of(const raft::ConfState& conf, const std::vector<Member>& fallback);
+
+// The Raft bootstrap membership for `members`: all voters, with their addresses.
+raft::ConfState bootstrap_conf(const std::vector<Member>& members);
 
 }  // namespace starling::supernode

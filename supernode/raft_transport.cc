@@ -13,31 +13,74 @@ using namespace std::chrono_literals;
 
 MeshRaftTransport::MeshRaftTransport(const std::vector<Member>& members, raft::NodeId self,
                                      mesh::MeshConfig mesh)
-    : mesh_(std::move(mesh)) {
-  for (const auto& m : members) {
-    if (m.id == self) continue;
-    auto link = std::make_unique<Link>();
-    link->member = m;
-    links_.push_back(std::move(link));
-  }
-  for (auto& link : links_) {
-    Link* l = link.get();
-    l->thread = std::thread([this, l] { run(*l); });
-  }
+    : self_(self), mesh_(std::move(mesh)) {
+  set_members(members);
 }
 
 MeshRaftTransport::~MeshRaftTransport() { stop(); }
 
+void MeshRaftTransport::set_members(const std::vector<Member>& members) {
+  std::lock_guard lock(links_mu_);
+  if (stopping_) return;
+  auto listed = [&](const Member& m) {
+    for (const auto& n : members) {
+      if (n == m) return true;
+    }
+    return false;
+  };
+  for (auto it = links_.begin(); it != links_.end();) {
+    Link& l = **it;
+    if (listed(l.member)) {
+      ++it;
+      continue;
+    }
+    std::fprintf(stderr, "supernode: raft: no longer sending to member %llu at %s\n",
+                 static_cast<unsigned long long>(l.member.id.get()), l.member.address().c_str());
+    {
+      std::lock_guard ll(l.mu);
+      l.retired = true;
+      l.queue.clear();
+    }
+    l.cv.notify_all();
+    retired_.push_back(std::move(*it));
+    it = links_.erase(it);
+  }
+  for (const auto& m : members) {
+    if (m.id == self_) continue;
+    bool have = false;
+    for (const auto& l : links_) have = have || l->member == m;
+    if (have) continue;
+    auto link = std::make_unique<Link>();
+    link->member = m;
+    Link* l = link.get();
+    links_.push_back(std::move(link));
+    l->thread = std::thread([this, l] { run(*l); });
+  }
+}
+
+std::vector<Member> MeshRaftTransport::members() const {
+  std::lock_guard lock(links_mu_);
+  std::vector<Member> out;
+  for (const auto& l : links_) out.push_back(l->member);
+  return out;
+}
+
 void MeshRaftTransport::stop() {
-  stopping_ = true;
-  for (auto& link : links_) {
+  std::vector<Link*> all;
+  {
+    std::lock_guard lock(links_mu_);
+    stopping_ = true;
+    for (auto& link : links_) all.push_back(link.get());
+    for (auto& link : retired_) all.push_back(link.get());
+  }
+  for (Link* link : all) {
     {
       std::lock_guard lock(link->mu);
       link->queue.clear();
     }
     link->cv.notify_all();
   }
-  for (auto& link : links_) {
+  for (Link* link : all) {
     if (link->thread.joinable()) link->thread.join();
   }
 }
@@ -45,6 +88,7 @@ void MeshRaftTransport::stop() {
 void MeshRaftTransport::send(std::vector<raft::Message> batch) {
   if (batch.empty() || stopping_) return;
   const raft::NodeId to = batch.front().to;
+  std::lock_guard links_lock(links_mu_);
   for (auto& link : links_) {
     if (link->member.id != to) continue;
     {
@@ -57,18 +101,18 @@ void MeshRaftTransport::send(std::vector<raft::Message> batch) {
     link->cv.notify_one();
     return;
   }
-  // A message for a node that is not a configured member: nowhere to send it.
+  // A message for a node that is not a known member: nowhere to send it.
 }
 
 void MeshRaftTransport::run(Link& link) {
   std::unique_ptr<mesh::RpcClient> client;
   bool reported_down = false;
-  while (!stopping_) {
+  while (!stopping_ && !link.retired) {
     std::vector<raft::Message> batch;
     {
       std::unique_lock lock(link.mu);
-      link.cv.wait(lock, [&] { return stopping_ || !link.queue.empty(); });
-      if (stopping_) return;
+      link.cv.wait(lock, [&] { return stopping_ || link.retired || !link.queue.empty(); });
+      if (stopping_ || link.retired) return;
       size_t bytes = 0;
       while (!link.queue.empty() && (batch.empty() || bytes < kMaxBatchBytes)) {
         const raft::Message& m = link.queue.front();
@@ -103,7 +147,7 @@ void MeshRaftTransport::run(Link& link) {
         // Do not spin on a dead member: wait a little, dropping what queues meanwhile (the
         // leader's heartbeats keep coming and would only pile up).
         std::unique_lock lock(link.mu);
-        link.cv.wait_for(lock, 200ms, [&] { return stopping_.load(); });
+        link.cv.wait_for(lock, 200ms, [&] { return stopping_.load() || link.retired.load(); });
         link.queue.clear();
         continue;
       }

@@ -9,8 +9,13 @@
 // what was queued for it; Raft retransmits, and the driver hears of it through
 // report_unreachable (and report_snapshot for snapshots) so it falls back to probing.
 //
-// Threads: send() runs on the driver's strand; the senders are this object's own threads,
-// joined by stop(). The receiving side is SupernodeService's "Raft" method.
+// The set of members changes at runtime (set_members, from the membership the driver
+// applied): a new member gets a link and a sender; a removed one's sender is retired (it ends
+// by itself; stop() joins it), so nothing more is sent to it.
+//
+// Threads: send() and set_members() run on the driver's strand (set_members also from the
+// constructor's caller); the senders are this object's own threads, joined by stop(). The
+// receiving side is SupernodeService's "Raft" method.
 #pragma once
 
 #include <atomic>
@@ -42,6 +47,11 @@ class MeshRaftTransport final : public raft::Transport {
   // Where delivery failures are reported. Set once, before the driver sends anything.
   void set_driver(raft::Driver* driver) { driver_ = driver; }
   void send(std::vector<raft::Message> batch) override;
+  // Replaces the set of members (`self` skipped): links to new members (or to a member at a
+  // new address) start, links to members no longer listed are retired. Never blocks on I/O.
+  void set_members(const std::vector<Member>& members);
+  // The members a link currently exists for (tests, status).
+  std::vector<Member> members() const;
   // Joins every sender; queued messages are dropped. Idempotent.
   void stop();
 
@@ -51,14 +61,18 @@ class MeshRaftTransport final : public raft::Transport {
     std::mutex mu;
     std::condition_variable cv;
     std::deque<raft::Message> queue;  // guarded by mu
+    std::atomic<bool> retired{false};
     std::thread thread;
   };
   void run(Link& link);
 
+  const raft::NodeId self_;
   mesh::MeshConfig mesh_;
   std::atomic<raft::Driver*> driver_{nullptr};
   std::atomic<bool> stopping_{false};
-  std::vector<std::unique_ptr<Link>> links_;
+  mutable std::mutex links_mu_;
+  std::vector<std::unique_ptr<Link>> links_;    // guarded by links_mu_
+  std::vector<std::unique_ptr<Link>> retired_;  // guarded by links_mu_; joined by stop()
 };
 
 }  // namespace starling::supernode

@@ -138,7 +138,7 @@ bool role_permits(crypto::Role role, const std::string& method) {
       return true;
     case crypto::Role::kAdmin:
       if (method == "Status" || method.rfind("Kv", 0) == 0 || method == "Revoke" ||
-          method == "Certificates") {
+          method == "Certificates" || method == "MemberAdd" || method == "MemberRemove") {
         return true;
       }
       [[fallthrough]];
@@ -152,7 +152,8 @@ bool known_method(const std::string& method) {
   return method == "Enroll" || method == "RegisterTask" || method == "GetTask" ||
          method == "Announce" || method == "Status" || method == "KvGet" || method == "KvPut" ||
          method == "KvDelete" || method == "KvList" || method == "Raft" || method == "Propose" ||
-         method == "ReadIndex" || method == "Revoke" || method == "Certificates";
+         method == "ReadIndex" || method == "Revoke" || method == "Certificates" ||
+         method == "MemberAdd" || method == "MemberRemove" || method == "ChangeMembership";
 }
 
 // kv keys: 1..512 bytes, no NUL; values up to 512 KiB (tracker/command.h).
@@ -336,6 +337,9 @@ Result<json> SupernodeService::handle(const mesh::RemotePeer& from, const std::s
     if (method.rfind("Kv", 0) == 0) return kv(method, params);
     if (method == "Revoke") return revoke(*caller, params);
     if (method == "Certificates") return certificates(params);
+    if (method == "MemberAdd" || method == "MemberRemove") {
+      return change_member(*caller, method, params);
+    }
     if (auto member = log_.handle(method, params)) return std::move(*member);
   } catch (const std::exception& e) {
     // The readers above check every type, so this is a bug; answer rather than crash.
@@ -459,6 +463,30 @@ Result<json> SupernodeService::revoke(const crypto::CertInfo& caller, const json
              caller.node.get().c_str(), why.empty() ? "" : ": ", why.c_str());
   }
   return out;
+}
+
+Result<json> SupernodeService::change_member(const crypto::CertInfo& caller,
+                                             const std::string& method, const json& params) {
+  auto id = params.find("id");
+  if (id == params.end() || !id->is_number_unsigned() || id->get<uint64_t>() == 0 ||
+      id->get<uint64_t>() > (uint64_t{1} << 63)) {
+    return bad_message("\"id\" must be a member id from 1");
+  }
+  const raft::NodeId member{id->get<uint64_t>()};
+  if (method == "MemberRemove") {
+    if (Status st = log_.remove_member(member); !st.ok()) return st.error();
+    log_line("member %llu removed by %s %s", static_cast<unsigned long long>(member.get()),
+             crypto::role_name(caller.role), caller.node.get().c_str());
+    return json::object();
+  }
+  auto address = need_string(params, "address");
+  if (!address.ok()) return address.error();
+  auto m = parse_member(std::to_string(member.get()) + "=" + *address);
+  if (!m.ok()) return bad_message(m.error().message);
+  if (Status st = log_.add_member(*m); !st.ok()) return st.error();
+  log_line("member %llu at %s added by %s %s", static_cast<unsigned long long>(member.get()),
+           address->c_str(), crypto::role_name(caller.role), caller.node.get().c_str());
+  return json::object();
 }
 
 Result<json> SupernodeService::certificates(const json& params) {

@@ -166,6 +166,10 @@ class SupernodeService {
   Result<nlohmann::json> status();
   Result<nlohmann::json> revoke(const crypto::CertInfo& caller, const nlohmann::json& params);
   Result<nlohmann::json> certificates(const nlohmann::json& params);
+  // MemberAdd {"id", "address"} / MemberRemove {"id"} (admin): ClusterLog::add_member /
+  // remove_member.
+  Result<nlohmann::json> change_member(const crypto::CertInfo& caller, const std::string& method,
+                                       const nlohmann::json& params);
 
   // Starts the seeding worker of `job` holding the lease `epoch`, unless one runs for that
   // task on this member already (false then).

@@ -204,7 +204,8 @@ Result<std::unique_ptr<Supernode>> Supernode::start(const SupernodeConfig& confi
   ClusterConfig cluster;
   cluster.id = config.id;
   cluster.members = config.members;
-  if (cluster.members.empty()) {
+  cluster.join = config.join;
+  if (cluster.members.empty() && !config.join) {
     cluster.members.push_back(Member{config.id, config.listen_ip, config.mesh_port});
   }
   cluster.raft_path = (data / "raft.db").string();

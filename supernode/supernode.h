@@ -26,6 +26,11 @@ struct SupernodeConfig {
   // Empty = a cluster of one with id 1.
   raft::NodeId id{1};
   std::vector<Member> members;
+  // Join a running cluster (`--join`): `members` are (some of) its members, this one not
+  // included; this supernode starts without a membership, never campaigns, and catches up
+  // from the leader once an admin added it (`starling member add`). A restart with an
+  // existing Raft store uses the membership it recorded either way.
+  bool join = false;
   std::chrono::milliseconds raft_tick{100};
   // Followers start an election after a random [8, 16) ticks (0.8-1.6 s) without a leader;
   // the leader heartbeats every tick, so a heartbeat interval is 1/8 of the shortest timeout.

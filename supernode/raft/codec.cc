@@ -1,5 +1,6 @@
 #include "supernode/raft/codec.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
@@ -164,6 +165,11 @@ void write_snapshot(Writer& w, const Snapshot& s) {
   w.ids(s.meta.conf.voters);
   w.ids(s.meta.conf.learners);
   w.ids(s.meta.conf.removed);
+  w.u32(s.meta.conf.addresses.size());
+  for (const MemberAddress& a : s.meta.conf.addresses) {
+    w.u64(a.node.get());
+    w.str32(a.address);
+  }
   w.str64(s.data);
 }
 
@@ -196,6 +202,25 @@ bool read_snapshot(Reader& r, Snapshot& s) {
   if (!disjoint(c.voters, c.learners) || !disjoint(c.voters, c.removed) ||
       !disjoint(c.learners, c.removed)) {
     return r.fail("snapshot membership lists overlap");
+  }
+  uint32_t count = 0;
+  if (!r.count(count, kIdBytes + 4, "snapshot addresses")) return false;
+  c.addresses.resize(count);
+  for (uint32_t i = 0; i < count; ++i) {
+    uint64_t node = 0;
+    MemberAddress& a = c.addresses[i];
+    if (!r.u64(node, "snapshot address id") || !r.str32(a.address, "snapshot address")) {
+      return false;
+    }
+    a.node = NodeId{node};
+    if (i > 0 && node <= c.addresses[i - 1].node.get()) {
+      return r.fail("snapshot addresses not strictly increasing");
+    }
+    if (a.address.size() > kMaxConfContext) return r.fail("snapshot address too long");
+    if (!std::binary_search(c.voters.begin(), c.voters.end(), a.node) &&
+        !std::binary_search(c.learners.begin(), c.learners.end(), a.node)) {
+      return r.fail("snapshot address for a non-member");
+    }
   }
   uint64_t n = 0;
   return r.u64(n, "snapshot data length") && r.bytes(n, s.data, "snapshot data");

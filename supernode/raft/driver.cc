@@ -168,6 +168,9 @@ Status Driver::open() {
   while (node_->has_ready()) {
     if (!handle_ready()) return *fatal_;
   }
+  notify_conf();
+  // A membership change applied before a crash, but not yet compacted, is compacted now.
+  if (!maybe_compact()) return *fatal_;
   publish_info();
   return {};
 }
@@ -507,6 +510,7 @@ bool Driver::handle_ready() {
     applied_ = std::max(applied_, s.meta.index);
   }
   if (!apply_committed(rd.committed_entries)) return false;
+  notify_conf();  // before answering: a caller told "applied" sees the new membership's effects
   for (const ReadState& rs : rd.read_states) {
     for (auto& r : reads_) {
       if (r->context == rs.context) r->index = rs.index;
@@ -520,6 +524,14 @@ bool Driver::handle_ready() {
   // 4. Acknowledge, then compact if due.
   node_->advance(rd);
   return maybe_compact();
+}
+
+void Driver::notify_conf() {
+  if (!config_.on_conf_change) return;
+  const ConfState& conf = node_->conf_state();
+  if (notified_conf_ && *notified_conf_ == conf) return;
+  notified_conf_ = conf;
+  config_.on_conf_change(conf);
 }
 
 std::unique_ptr<Driver::Proposal> Driver::take_proposal(const Entry& e) {
@@ -620,10 +632,17 @@ bool Driver::apply_conf_entry(const Entry& e) {
   return true;
 }
 
+// Also compacts whenever a membership change is newer than the snapshot: the bootstrap
+// membership lives outside the log, so a member added later must be initialized by a snapshot
+// (which carries the membership and its addresses), never by replaying the log from index 1;
+// a node without a membership refuses entries until then (RawNode). After this, a leader
+// that knows of the new member no longer has the log from index 1.
 bool Driver::maybe_compact() {
   const LogIndex snap = storage_->first_index() - 1;
   const uint64_t every = std::max<uint64_t>(1, config_.snapshot_entries);
-  if (applied_ <= snap || applied_ - snap < every) return true;
+  if (applied_ <= snap) return true;
+  const bool conf_newer = storage_->conf_index() > snap;
+  if (!conf_newer && applied_ - snap < every) return true;
   auto data = app_.snapshot();
   if (!data.ok()) {
     set_fatal(make_error(data.error().code, "taking the application snapshot at " +

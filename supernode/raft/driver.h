@@ -123,6 +123,10 @@ struct DriverConfig {
   // Called on the driver's thread whenever the leader, the role or the term changes (e.g. to
   // log it). Must not block or call the driver's blocking methods.
   std::function<void(NodeId lead, Role role, Term term)> on_leader_change;
+  // Called on the driver's thread (the first time from start(), before it returns) with the
+  // membership in force whenever it changed: a membership change applied, a snapshot
+  // installed. Must not block or call the driver's blocking methods.
+  std::function<void(const ConfState& conf)> on_conf_change;
 };
 
 struct DriverInfo {  // a consistent copy, taken on the driver's thread
@@ -220,6 +224,7 @@ class Driver {
   void fail_all(const Error& e);
   void set_fatal(Error e);
   void publish_info();
+  void notify_conf();  // config_.on_conf_change when the membership differs from the last call
   Error not_leader_error() const;
 
   DriverConfig config_;
@@ -239,6 +244,7 @@ class Driver {
   NodeId last_lead_ = kNoNode;
   Role last_role_ = Role::kFollower;
   Term last_term_;
+  std::optional<ConfState> notified_conf_;
 
   // The queue between callers and the thread.
   std::mutex mu_;

@@ -19,6 +19,16 @@ void insert_sorted(std::vector<NodeId>& v, NodeId n) {
 void erase(std::vector<NodeId>& v, NodeId n) {
   v.erase(std::remove(v.begin(), v.end(), n), v.end());
 }
+void set_address(ConfState& conf, NodeId n, const std::string& address) {
+  auto it =
+      std::lower_bound(conf.addresses.begin(), conf.addresses.end(), n,
+                       [](const MemberAddress& a, NodeId id) { return a.node.get() < id.get(); });
+  if (it != conf.addresses.end() && it->node == n) {
+    it->address = address;
+  } else {
+    conf.addresses.insert(it, MemberAddress{n, address});
+  }
+}
 
 MessageType response_type(MessageType t) {
   return t == MessageType::kVote ? MessageType::kVoteResp : MessageType::kPreVoteResp;
@@ -346,8 +356,12 @@ Status RawNode::step(const Message& m) {
 }
 
 void RawNode::handle_vote(const Message& m) {
-  const bool can_vote = vote_ == m.from || (vote_ == kNoNode && lead_ == kNoNode) ||
-                        (m.type == MessageType::kPreVote && m.term > term_);
+  // A node that applied its own removal never votes again: only a candidate counting by a
+  // stale membership (it missed the removal) could ask for it, and counting it there could
+  // elect a leader without a majority of the current membership.
+  const bool removed = contains(conf_.removed, id_);
+  const bool can_vote = !removed && (vote_ == m.from || (vote_ == kNoNode && lead_ == kNoNode) ||
+                                     (m.type == MessageType::kPreVote && m.term > term_));
   Message r;
   r.type = response_type(m.type);
   r.to = m.from;
@@ -436,6 +450,17 @@ void RawNode::handle_append(const Message& m) {
     send(std::move(r));
     return;
   }
+  if (conf_.voters.empty()) {
+    // A joining node started without a membership: the bootstrap membership lives outside
+    // the log, so replaying entries from index 1 would build a wrong one (it could even make
+    // this node a voter on its own). Only a snapshot, which carries the membership, may
+    // initialize it; point the leader at the start until it sends one.
+    r.reject = true;
+    r.index = m.index;
+    r.reject_hint = LogIndex{0};
+    send(std::move(r));
+    return;
+  }
   if (auto last = log_.maybe_append(m.index, m.log_term, m.commit, m.entries)) {
     r.index = *last;
     send(std::move(r));
@@ -504,7 +529,14 @@ void RawNode::handle_app_resp(const Message& m, Progress& pr) {
     if (m.log_term > Term{0}) probe = log_.find_conflict_by_term(m.reject_hint, m.log_term);
     if (maybe_decr_to(pr, m.index, probe)) {
       if (pr.state == ProgressState::kReplicate) become_probe(pr);
-      send_append(from);
+      if (m.index > LogIndex{0}) {
+        send_append(from);
+      } else {
+        // Even the log from index 1 was refused: only a node without a membership does that
+        // (handle_append). Nothing lower to try; retry at its next heartbeat answer rather
+        // than at once, by when this leader has usually compacted and sends a snapshot.
+        pr.probe_sent = true;
+      }
     }
     return;
   }
@@ -712,15 +744,22 @@ Status RawNode::propose_conf_change(const ConfChange& cc) {
   const std::string who = "raft: node " + std::to_string(n.get());
   switch (cc.type) {
     case ConfChangeType::kAddLearner:
-      if (n == kNoNode || is_voter(n) || contains(conf_.learners, n) ||
-          contains(conf_.removed, n)) {
-        return make_error(kErrBadConfChange,
-                          who + " is present or was removed (ids are never reused)");
+      if (n == kNoNode) return make_error(kErrBadConfChange, "raft: node id 0 is reserved");
+      if (is_voter(n) || contains(conf_.learners, n)) {
+        return make_error(kErrBadConfChange, who + " is already a member");
+      }
+      if (contains(conf_.removed, n)) {
+        return make_error(kErrBadConfChange, who + " was removed (ids are never reused)");
+      }
+      if (cc.context.size() > kMaxConfContext) {
+        return make_error(kErrBadConfChange, who + ": context longer than " +
+                                                 std::to_string(kMaxConfContext) + " bytes");
       }
       break;
     case ConfChangeType::kPromote:
       if (!contains(conf_.learners, n))
         return make_error(kErrBadConfChange, who + " is not a learner");
+      if (!cc.context.empty()) return make_error(kErrBadConfChange, who + ": unexpected context");
       break;
     case ConfChangeType::kRemove:
       if (!is_voter(n) && !contains(conf_.learners, n)) {
@@ -729,6 +768,7 @@ Status RawNode::propose_conf_change(const ConfChange& cc) {
       if (is_voter(n) && conf_.voters.size() == 1) {
         return make_error(kErrBadConfChange, who + " is the last voter");
       }
+      if (!cc.context.empty()) return make_error(kErrBadConfChange, who + ": unexpected context");
       break;
   }
   append_entries({Entry{Term{}, LogIndex{}, EntryType::kConfChange, encode_conf_change(cc)}});
@@ -743,6 +783,7 @@ ConfState RawNode::apply_conf_change(const ConfChange& cc) {
     case ConfChangeType::kAddLearner:
       if (n == kNoNode || is_voter(n) || contains(conf_.removed, n)) break;
       insert_sorted(conf_.learners, n);
+      if (!cc.context.empty()) set_address(conf_, n, cc.context);
       if (role_ == Role::kLeader && !prs_.count(n)) init_progress(n, true);
       break;
     case ConfChangeType::kPromote:
@@ -756,6 +797,7 @@ ConfState RawNode::apply_conf_change(const ConfChange& cc) {
       erase(conf_.voters, n);
       erase(conf_.learners, n);
       insert_sorted(conf_.removed, n);
+      std::erase_if(conf_.addresses, [n](const MemberAddress& a) { return a.node == n; });
       prs_.erase(n);
       if (lead_transferee_ == n) abort_leader_transfer();
       break;

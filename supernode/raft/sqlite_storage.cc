@@ -12,8 +12,9 @@ namespace starling::raft {
 namespace {
 
 // Rows of `state`: 'hard_state' (term, vote, commit), 'snapshot' (index, term, conf, data),
-// 'conf' (applied index, conf). Each value's crc covers key and value, so a row moved to
-// another key fails too.
+// 'snapshot_addresses' (index, the snapshot's member addresses), 'conf' (applied index, conf,
+// member addresses — absent in rows written before addresses existed). Each value's crc covers key
+// and value, so a row moved to another key fails too.
 constexpr char kSchema[] = R"sql(
 CREATE TABLE IF NOT EXISTS entries (
   idx  INTEGER PRIMARY KEY,
@@ -32,6 +33,7 @@ CREATE TABLE IF NOT EXISTS state (
 constexpr char kHardStateKey[] = "hard_state";
 constexpr char kSnapshotKey[] = "snapshot";
 constexpr char kConfKey[] = "conf";
+constexpr char kSnapshotAddressesKey[] = "snapshot_addresses";
 
 // CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), table-driven.
 constexpr std::array<uint32_t, 256> make_crc_table() {
@@ -66,6 +68,11 @@ class Reader {
   explicit Reader(const std::string& s) : s_(s) {}
   uint64_t u64() { return uint(8); }
   uint32_t u32() { return static_cast<uint32_t>(uint(4)); }
+  std::string take(size_t n) {
+    std::string r = s_.substr(pos_, n);
+    pos_ += n;
+    return r;
+  }
   std::string rest() {
     std::string r = s_.substr(pos_);
     pos_ = s_.size();
@@ -113,6 +120,29 @@ void put_conf(std::string& out, const ConfState& c) {
 bool get_conf(Reader& r, ConfState& c) {
   return get_ids(r, c.voters) && get_ids(r, c.learners) && get_ids(r, c.removed);
 }
+// Member addresses (ConfState::addresses): u32 count, then u64 id, u32 length, bytes.
+void put_addresses(std::string& out, const std::vector<MemberAddress>& addresses) {
+  put_u32(out, static_cast<uint32_t>(addresses.size()));
+  for (const MemberAddress& a : addresses) {
+    put_u64(out, a.node.get());
+    put_u32(out, static_cast<uint32_t>(a.address.size()));
+    out += a.address;
+  }
+}
+bool get_addresses(Reader& r, std::vector<MemberAddress>& addresses) {
+  uint32_t n = r.u32();
+  if (!r.ok() || n > r.remaining() / 12) return false;
+  addresses.clear();
+  for (uint32_t i = 0; i < n; ++i) {
+    MemberAddress a;
+    a.node = NodeId{r.u64()};
+    uint32_t len = r.u32();
+    if (!r.ok() || len > r.remaining() || len > kMaxConfContext) return false;
+    a.address = r.take(len);
+    addresses.push_back(std::move(a));
+  }
+  return r.ok();
+}
 
 std::string encode_hard_state(const HardState& hs) {
   std::string out;
@@ -129,10 +159,20 @@ std::string encode_snapshot(const Snapshot& s) {
   out += s.data;
   return out;
 }
+// Rows written before member addresses existed end after the conf; the addresses follow it.
 std::string encode_conf_row(LogIndex applied, const ConfState& c) {
   std::string out;
   put_u64(out, applied.get());
   put_conf(out, c);
+  put_addresses(out, c.addresses);
+  return out;
+}
+// The snapshot row keeps its layout (its data runs to the end); the snapshot's member
+// addresses go in their own row, written in the same transaction, tagged with its index.
+std::string encode_snapshot_addresses(const Snapshot& s) {
+  std::string out;
+  put_u64(out, s.meta.index.get());
+  put_addresses(out, s.meta.conf.addresses);
   return out;
 }
 
@@ -355,7 +395,10 @@ Status SqliteRaftStorage::load() {
   {
     Reader r(**conf_row);
     conf_index = LogIndex{r.u64()};
-    if (!get_conf(r, conf) || !r.done()) return corrupt("raft conf: malformed");
+    if (!get_conf(r, conf) || (r.remaining() > 0 && !get_addresses(r, conf.addresses)) ||
+        !r.done()) {
+      return corrupt("raft conf: malformed");
+    }
   }
   Snapshot snap;
   if (snap_row->has_value()) {
@@ -366,6 +409,17 @@ Status SqliteRaftStorage::load() {
       return corrupt("raft snapshot: malformed");
     }
     snap.data = r.rest();
+    auto addr_row = d.get(kSnapshotAddressesKey);
+    if (!addr_row.ok()) return addr_row.error();
+    if (addr_row->has_value()) {
+      Reader ar(**addr_row);
+      LogIndex at{ar.u64()};
+      std::vector<MemberAddress> addresses;
+      if (!get_addresses(ar, addresses) || !ar.done()) {
+        return corrupt("raft snapshot addresses: malformed");
+      }
+      if (at == snap.meta.index) snap.meta.conf.addresses = std::move(addresses);
+    }
   }
 
   std::vector<Entry> ents;
@@ -493,6 +547,9 @@ Status SqliteRaftStorage::persist(const Ready& rd) {
     if (snap) {
       if (Status s = d.step_done(d.delete_all, "delete entries"); !s.ok()) return s;
       if (Status s = d.put(kSnapshotKey, encode_snapshot(*snap)); !s.ok()) return s;
+      if (Status s = d.put(kSnapshotAddressesKey, encode_snapshot_addresses(*snap)); !s.ok()) {
+        return s;
+      }
     }
     if (skip < rd.entries.size()) {
       LogIndex start = rd.entries[skip].index;
@@ -537,7 +594,8 @@ Status SqliteRaftStorage::compact(LogIndex i, ConfState conf, std::string data) 
   Db& d = *db_;
   Status st = d.transaction([&]() -> Status {
     if (Status s = d.delete_entries(d.delete_upto, i); !s.ok()) return s;
-    return d.put(kSnapshotKey, encode_snapshot(snap));
+    if (Status s = d.put(kSnapshotKey, encode_snapshot(snap)); !s.ok()) return s;
+    return d.put(kSnapshotAddressesKey, encode_snapshot_addresses(snap));
   });
   if (!st.ok()) return st;
   if (Status s = cache_.create_snapshot(i, conf, std::move(snap.data)); !s.ok()) {

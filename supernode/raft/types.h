@@ -65,22 +65,41 @@ enum class ConfChangeType : uint8_t {
   kPromote = 2,     // a learner becomes a voter
   kRemove = 3,      // a voter or learner leaves; its id is retired forever
 };
+// At most this many bytes of ConfChange::context / MemberAddress::address.
+inline constexpr size_t kMaxConfContext = 255;
 struct ConfChange {
   ConfChangeType type = ConfChangeType::kAddLearner;
   NodeId node;
+  // kAddLearner only: opaque to Raft, recorded in ConfState::addresses for `node` when the
+  // change is applied (the supernode puts the member's mesh address "HOST:PORT" there), so
+  // the address is replicated, kept with the membership and carried by snapshots. Empty = none.
+  std::string context{};
   bool operator==(const ConfChange&) const = default;
 };
 std::string encode_conf_change(const ConfChange& cc);
-// Total: any bytes; nullopt when they are not an encoded ConfChange.
+// Total: any bytes; nullopt when they are not an encoded ConfChange (also: a context longer
+// than kMaxConfContext, or a context on a change other than kAddLearner).
 std::optional<ConfChange> decode_conf_change(const std::string& data);
+
+// The context a member was added with (see ConfChange::context).
+struct MemberAddress {
+  NodeId node;
+  std::string address;
+  bool operator==(const MemberAddress&) const = default;
+};
 
 // The membership. Sorted, disjoint.
 struct ConfState {
   std::vector<NodeId> voters;
   std::vector<NodeId> learners;
   std::vector<NodeId> removed;  // ids that left; never admitted again
+  // Sorted by node, unique, only for current voters or learners (a removed member's entry is
+  // dropped). Opaque to Raft's decisions; a bootstrap membership may carry them too.
+  std::vector<MemberAddress> addresses{};
   bool operator==(const ConfState&) const = default;
 };
+// The address recorded for `node`, or nullptr.
+const MemberAddress* find_address(const ConfState& conf, NodeId node);
 
 // What must be durable before any message of the same Ready is sent.
 struct HardState {

@@ -74,6 +74,7 @@ Snapshot full_snapshot() {
   s.meta.conf.voters = {nid(1), nid(2), nid(5)};
   s.meta.conf.learners = {nid(6)};
   s.meta.conf.removed = {nid(3), nid(4)};
+  s.meta.conf.addresses = {{nid(2), "10.0.0.2:8002"}, {nid(6), "host-6.example:9"}};
   s.data = "state\0with\0nuls\xfe"s + std::string(300, '\x00');
   return s;
 }
@@ -100,7 +101,7 @@ TEST(RaftCodec, RoundTripsEveryMessageType) {
   std::vector<Message> batch = sample_batch();
   std::string bytes = encode_messages(batch);
   ASSERT_FALSE(bytes.empty());
-  EXPECT_EQ(bytes[0], '\x01');  // version
+  EXPECT_EQ(bytes[0], '\x02');  // version
   auto decoded = decode_messages(bytes);
   ASSERT_TRUE(decoded.ok()) << decoded.error().message;
   ASSERT_EQ(decoded->size(), batch.size());
@@ -124,7 +125,7 @@ TEST(RaftCodec, RoundTripsOneTypeAtATime) {
 
 TEST(RaftCodec, EmptyBatchRoundTrips) {
   std::string bytes = encode_messages({});
-  EXPECT_EQ(bytes, "\x01\x00\x00\x00\x00"s);
+  EXPECT_EQ(bytes, "\x02\x00\x00\x00\x00"s);
   auto decoded = decode_messages(bytes);
   ASSERT_TRUE(decoded.ok());
   EXPECT_TRUE(decoded->empty());
@@ -178,7 +179,8 @@ TEST(RaftCodec, UnknownVersionTypesAndFlagsFail) {
     std::string message;
   };
   const Case cases[] = {
-      {0, '\x02', "raft messages: unsupported version 2"},
+      {0, '\x01', "raft messages: unsupported version 1"},
+      {0, '\x03', "raft messages: unsupported version 3"},
       {0, '\x00', "raft messages: unsupported version 0"},
       {type_at, '\x0a', "raft message 0: unknown type 10"},
       {type_at, '\xff', "raft message 0: unknown type 255"},
@@ -224,6 +226,29 @@ TEST(RaftCodec, MembershipListsMustBeSortedAndDisjoint) {
   EXPECT_TRUE(decode_messages(with_conf(ConfState{{nid(1), nid(3)}, {nid(2)}, {nid(4)}})).ok());
 }
 
+TEST(RaftCodec, MemberAddressesMustBeSortedAndOfMembers) {
+  auto decode = [](std::vector<MemberAddress> addresses) {
+    Message m;
+    m.type = MessageType::kSnap;
+    ConfState conf{{nid(1), nid(3)}, {nid(2)}, {nid(4)}, std::move(addresses)};
+    m.snapshot = Snapshot{SnapshotMeta{li(5), tm(1), conf}, "d"};
+    return decode_messages(encode_messages({m}));
+  };
+  auto ok = decode({{nid(1), "a:1"}, {nid(2), "b:2"}, {nid(3), "c:3"}});
+  ASSERT_TRUE(ok.ok()) << ok.error().message;
+  EXPECT_EQ(ok->at(0).snapshot->meta.conf.addresses.size(), 3u);
+  auto unsorted = decode({{nid(2), "b:2"}, {nid(1), "a:1"}});
+  ASSERT_FALSE(unsorted.ok());
+  EXPECT_EQ(unsorted.error().message,
+            "raft message 0 snapshot: snapshot addresses not strictly increasing");
+  auto removed = decode({{nid(4), "d:4"}});
+  ASSERT_FALSE(removed.ok());
+  EXPECT_EQ(removed.error().message, "raft message 0 snapshot: snapshot address for a non-member");
+  auto too_long = decode({{nid(1), std::string(kMaxConfContext + 1, 'x')}});
+  ASSERT_FALSE(too_long.ok());
+  EXPECT_EQ(too_long.error().message, "raft message 0 snapshot: snapshot address too long");
+}
+
 // Writes little-endian integers into a hand-made buffer.
 void put(std::string& s, uint64_t v, int bytes) {
   for (int i = 0; i < bytes; ++i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
@@ -232,7 +257,7 @@ void put(std::string& s, uint64_t v, int bytes) {
 // A message header up to and including the entry count.
 std::string header(uint32_t messages, uint32_t entries) {
   std::string s;
-  put(s, 1, 1);
+  put(s, kWireVersion, 1);
   put(s, messages, 4);
   put(s, static_cast<uint64_t>(MessageType::kApp), 1);
   for (int i = 0; i < 6; ++i) put(s, 1, 8);
@@ -246,7 +271,7 @@ TEST(RaftCodec, HugeLengthFieldsFailWithoutAllocating) {
   std::vector<std::pair<std::string, std::string>> cases;
   {
     std::string s;
-    put(s, 1, 1);
+    put(s, kWireVersion, 1);
     put(s, 0xffffffff, 4);  // 4 billion messages in a few bytes
     s += std::string(64, '\x00');
     cases.emplace_back(s, "raft messages: message count 4294967295 exceeds the remaining 64 bytes");
@@ -284,11 +309,42 @@ TEST(RaftCodec, HugeLengthFieldsFailWithoutAllocating) {
     put(s, 0, 4);
     put(s, 0, 4);
     put(s, 0, 4);
+    put(s, 0, 4);                      // no addresses
     put(s, 0x7fffffffffffffffULL, 8);  // an 8 EiB snapshot
     put(s, 0, 4);
     cases.emplace_back(s,
                        "raft message 0 snapshot: truncated snapshot data (length "
                        "9223372036854775807, 4 bytes left)");
+  }
+  {
+    std::string s = header(1, 0);
+    put(s, 1, 1);
+    put(s, 9, 8);
+    put(s, 1, 8);
+    put(s, 0, 4);
+    put(s, 0, 4);
+    put(s, 0, 4);
+    put(s, 0xffffffff, 4);  // addresses
+    cases.emplace_back(s,
+                       "raft message 0 snapshot: snapshot addresses 4294967295 exceeds the "
+                       "remaining 0 bytes");
+  }
+  {
+    std::string s = header(1, 0);
+    put(s, 1, 1);
+    put(s, 9, 8);
+    put(s, 1, 8);
+    put(s, 1, 4);
+    put(s, 1, 8);  // voter 1
+    put(s, 0, 4);
+    put(s, 0, 4);
+    put(s, 1, 4);  // one address
+    put(s, 1, 8);
+    put(s, 0xfffffff0, 4);  // of 4 GiB
+    put(s, 0, 8);
+    cases.emplace_back(s,
+                       "raft message 0 snapshot: truncated snapshot address (length 4294967280, "
+                       "8 bytes left)");
   }
   {
     std::string s = header(1, 0);

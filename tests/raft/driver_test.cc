@@ -751,6 +751,77 @@ TEST(RaftDriver, LearnerJoinsIsPromotedAndANodeIsRemoved) {
   EXPECT_EQ(c.driver(other).info().conf, after);
 }
 
+// Runtime membership as the supernode uses it: the new node starts with NO membership (it
+// does not know the bootstrap one, which lives outside the log), the change carries its
+// address, and it is initialized by the leader's snapshot (the driver compacts after every
+// membership change), from which it learns the membership and every address.
+TEST(RaftDriver, NodeWithoutMembershipJoinsThroughASnapshotAndLearnsAddresses) {
+  std::mutex mu;
+  std::map<uint64_t, std::vector<ConfState>> seen;  // on_conf_change calls, per node
+  Cluster c({1, 2, 3}, 10000, [&](DriverConfig& dc) {
+    const uint64_t id = dc.raft.id.get();
+    dc.on_conf_change = [&mu, &seen, id](const ConfState& conf) {
+      std::lock_guard lock(mu);
+      seen[id].push_back(conf);
+    };
+  });
+  uint64_t leader = c.wait_leader({1, 2, 3});
+  ASSERT_NE(leader, 0u);
+  for (int i = 0; i < 10; ++i)
+    ASSERT_TRUE(c.driver(leader).propose("set j=" + std::to_string(i), 5s).ok());
+  {
+    std::lock_guard lock(mu);
+    ASSERT_EQ(seen[leader].size(), 1u);  // once at start, with the bootstrap membership
+    EXPECT_EQ(seen[leader][0].voters.size(), 3u);
+  }
+  // Node 4 runs first, without a membership: it never campaigns and refuses entries.
+  c.start(4, false, ConfState{});
+  std::this_thread::sleep_for(300ms);  // 30 ticks: more than an election timeout
+  EXPECT_EQ(c.driver(4).info().role, Role::kFollower);
+  EXPECT_EQ(c.driver(4).info().term, Term{0});
+
+  ConfChange add{ConfChangeType::kAddLearner, nid(4), "10.0.0.4:8002"};
+  Status st = c.driver(leader).change_membership(add, 5s);
+  ASSERT_TRUE(st.ok()) << st.error().code << ": " << st.error().message;
+  // Compacted at the change, so the new node cannot be fed the log from index 1.
+  EXPECT_TRUE(eventually([&] { return c.driver(leader).info().snapshot_index > LogIndex{10}; }));
+  ASSERT_TRUE(eventually([&] { return c.driver(4).info().conf.voters.size() == 4; }))
+      << "node 4 promoted once caught up";
+  ASSERT_TRUE(eventually([&] { return histories_equal(c, {1, 2, 3, 4}, 10); }));
+  for (uint64_t id : {1u, 2u, 3u, 4u}) {
+    ConfState conf = c.driver(id).info().conf;
+    const MemberAddress* a = find_address(conf, nid(4));
+    ASSERT_NE(a, nullptr) << "node " << id;
+    EXPECT_EQ(a->address, "10.0.0.4:8002") << "node " << id;
+  }
+  {
+    std::lock_guard lock(mu);
+    ASSERT_FALSE(seen[4].empty());
+    EXPECT_TRUE(seen[4].front().voters.empty());  // at start: nothing
+    EXPECT_NE(find_address(seen[4].back(), nid(4)), nullptr);
+  }
+  ASSERT_NE(propose_somewhere(c, {1, 2, 3, 4}, "set j=four"), 0u);
+  ASSERT_TRUE(eventually([&] { return histories_equal(c, {1, 2, 3, 4}, 11); }));
+
+  // Removal forgets the address; both survive a restart of the new node.
+  leader = c.wait_leader({1, 2, 3, 4});
+  ASSERT_NE(leader, 0u);
+  const uint64_t victim = leader == 1 ? 2 : 1;
+  Status rm = make_error(kErrConfChangeInFlight, "");
+  for (int i = 0; i < 100 && !rm.ok() && rm.error().code == kErrConfChangeInFlight; ++i) {
+    rm = c.driver(leader).change_membership({ConfChangeType::kRemove, nid(victim)}, 5s);
+    if (!rm.ok()) std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_TRUE(rm.ok()) << rm.error().code << ": " << rm.error().message;
+  ConfState after = c.driver(leader).info().conf;
+  EXPECT_EQ(after.removed, std::vector<NodeId>{nid(victim)});
+  ASSERT_TRUE(eventually([&] { return c.driver(4).info().conf == after; }));
+  c.stop(4);
+  c.start(4, false, ConfState{});
+  EXPECT_EQ(c.driver(4).info().conf, after);
+  EXPECT_NE(find_address(c.driver(4).info().conf, nid(4)), nullptr);
+}
+
 TEST(RaftDriver, CorruptStorageRefusesToStart) {
   TempDir dir;
   Net net;

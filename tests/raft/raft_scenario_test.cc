@@ -245,6 +245,77 @@ TEST(RaftScenario, MembershipChange) {
   EXPECT_EQ(net.node(4).conf_state().voters, (std::vector<NodeId>{nid(1), nid(2), nid(4)}));
 }
 
+// A node started without a membership (the supernode's --join) never campaigns and refuses
+// entries — replaying the log from index 1 would build a wrong membership, since the
+// bootstrap one is outside the log — until a snapshot brings the membership; the address
+// carried by the change is recorded on every member and dropped on removal.
+TEST(RaftScenario, NodeWithoutMembershipJoinsOnlyThroughASnapshot) {
+  Network net({1, 2, 3});
+  net.elect(1);
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(net.node(1).propose("v").ok());
+  net.stabilize();
+  net.add_blank_node(4, ConfState{});
+  net.run(40);
+  EXPECT_EQ(net.node(4).role(), Role::kFollower);
+  EXPECT_EQ(net.node(4).term(), Term{0});  // never campaigned; nobody talks to it yet
+  auto in_use = net.node(1).propose_conf_change({ConfChangeType::kAddLearner, nid(2)});
+  ASSERT_FALSE(in_use.ok());
+  ASSERT_TRUE(
+      net.node(1).propose_conf_change({ConfChangeType::kAddLearner, nid(4), "h4:8002"}).ok());
+  net.stabilize();
+  net.run(5);
+  for (uint64_t id : {1u, 2u, 3u}) {
+    const MemberAddress* a = find_address(net.node(id).conf_state(), nid(4));
+    ASSERT_NE(a, nullptr) << id;
+    EXPECT_EQ(a->address, "h4:8002");
+  }
+  // The leader still has the log from index 1: node 4 refuses it and stays empty.
+  EXPECT_EQ(net.node(4).log().last_index(), li(0));
+  EXPECT_TRUE(net.node(4).conf_state().voters.empty());
+  EXPECT_EQ(net.node(1).conf_state().learners, std::vector<NodeId>{nid(4)});
+  // Once the leader compacted (the driver does at every membership change), a snapshot.
+  net.compact(1);
+  net.run(5);
+  net.stabilize();
+  net.run(5);
+  EXPECT_EQ(net.node(4).conf_state().voters, (std::vector<NodeId>{nid(1), nid(2), nid(3), nid(4)}));
+  EXPECT_NE(find_address(net.node(4).conf_state(), nid(4)), nullptr);
+  ASSERT_TRUE(net.node(1).propose("after").ok());
+  net.stabilize();
+  EXPECT_EQ(net.test_node(4).applied.back().data, "after");
+
+  ASSERT_TRUE(net.node(1).propose_conf_change({ConfChangeType::kRemove, nid(4)}).ok());
+  net.stabilize();
+  EXPECT_EQ(find_address(net.node(1).conf_state(), nid(4)), nullptr);
+  EXPECT_TRUE(net.node(1).conf_state().addresses.empty());
+  auto reuse = net.node(1).propose_conf_change({ConfChangeType::kAddLearner, nid(4), "h4:1"});
+  ASSERT_FALSE(reuse.ok());
+  EXPECT_EQ(reuse.error().message, "raft: node 4 was removed (ids are never reused)");
+  EXPECT_EQ(in_use.error().message, "raft: node 2 is already a member");
+}
+
+// Regression (simulation seed 6708 with empty-membership spares): a removed node that still
+// granted votes let a lagging node, counting by a membership two changes old, win an
+// election without a majority of the current membership and lose a committed entry. A node
+// that applied its own removal refuses every vote and pre-vote.
+TEST(RaftScenario, RemovedNodeNeverVotes) {
+  Network net({1, 2, 3});
+  net.add_blank_node(9, ConfState{{nid(1), nid(2), nid(3)}, {}, {nid(9)}});
+  for (MessageType type : {MessageType::kPreVote, MessageType::kVote}) {
+    Message m;
+    m.type = type;
+    m.from = nid(2);
+    m.to = nid(9);
+    m.term = Term{7};
+    ASSERT_TRUE(net.node(9).step(m).ok());
+    ASSERT_TRUE(net.node(9).has_ready());
+    Ready rd = net.node(9).ready();
+    ASSERT_EQ(rd.messages.size(), 1u) << message_type_name(type);
+    EXPECT_TRUE(rd.messages[0].reject) << message_type_name(type);
+    net.node(9).advance(rd);
+  }
+}
+
 // Removing the leader: it stops leading once the change applies, and the rest elect anew.
 TEST(RaftScenario, RemoveLeader) {
   Network net({1, 2, 3});

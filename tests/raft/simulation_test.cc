@@ -255,6 +255,9 @@ class Simulation {
         if (!leader.propose_conf_change({ConfChangeType::kAddLearner, nodes_[i].id}).ok()) return;
         conf.learners.push_back(nodes_[i].id);  // what the new member is told when it joins
         std::sort(conf.learners.begin(), conf.learners.end());
+        // Half the time it is told nothing, as the supernode's --join: it then refuses
+        // entries until a snapshot (after a compaction) brings the membership.
+        if (chance(0.5)) conf = ConfState{};
         nodes_[i].disk = std::make_unique<MemoryStorage>(conf);
         nodes_[i].joined = true;
         ++g_joins;

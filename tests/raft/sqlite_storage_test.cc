@@ -192,6 +192,50 @@ TEST(SqliteRaftStorage, RoundTripAcrossReopen) {
   }
 }
 
+// Member addresses (ConfState::addresses) are kept with the bootstrap membership, with every
+// recorded membership and with snapshots (compaction and a leader's).
+TEST(SqliteRaftStorage, KeepsMemberAddressesWithTheMembership) {
+  TempDir dir;
+  std::string path = dir.file("raft.db");
+  ConfState boot{{nid(1), nid(2)}, {}, {}, {{nid(1), "a:1"}, {nid(2), "b:2"}}};
+  ConfState with3{
+      {nid(1), nid(2)}, {nid(3)}, {}, {{nid(1), "a:1"}, {nid(2), "b:2"}, {nid(3), "c:3"}}};
+  {
+    auto s = open_ok(path, boot);
+    ASSERT_TRUE(s);
+    Ready rd;
+    rd.entries = ents(1, {1, 1, 1});
+    rd.hard_state = HardState{tm(1), nid(1), li(3)};
+    ASSERT_TRUE(s->persist(rd).ok());
+  }
+  {
+    auto s = open_ok(path);
+    ASSERT_TRUE(s);
+    EXPECT_EQ(s->initial_state().second, boot);
+    ASSERT_TRUE(s->set_conf_state(li(2), with3).ok());
+  }
+  {
+    auto s = open_ok(path);
+    ASSERT_TRUE(s);
+    EXPECT_EQ(s->initial_state().second, with3);
+    ASSERT_TRUE(s->compact(li(3), with3, "state @3").ok());
+  }
+  ConfState from_leader{{nid(2), nid(3)}, {}, {nid(1)}, {{nid(2), "b:2"}, {nid(3), "c:3"}}};
+  {
+    auto s = open_ok(path);
+    ASSERT_TRUE(s);
+    EXPECT_EQ(s->snapshot()->meta.conf, with3);
+    Ready rd;
+    rd.snapshot = Snapshot{SnapshotMeta{li(9), tm(2), from_leader}, "leader @9"};
+    rd.hard_state = HardState{tm(2), kNoNode, li(9)};
+    ASSERT_TRUE(s->persist(rd).ok());
+  }
+  auto s = open_ok(path);
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->snapshot()->meta.conf, from_leader);
+  EXPECT_EQ(s->initial_state().second, from_leader);
+}
+
 TEST(SqliteRaftStorage, TruncatesConflictingSuffix) {
   TempDir dir;
   std::string path = dir.file("raft.db");

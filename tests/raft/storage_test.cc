@@ -104,5 +104,22 @@ TEST(ConfChangeCodec, RoundTripAndTotal) {
   EXPECT_FALSE(decode_conf_change(bad));
 }
 
+TEST(ConfChangeCodec, ContextRoundTripsOnAddLearnerOnly) {
+  ConfChange add{ConfChangeType::kAddLearner, nid(4), "10.0.0.4:8002"};
+  const std::string bytes = encode_conf_change(add);
+  EXPECT_EQ(bytes.size(), 10u + add.context.size());
+  EXPECT_EQ(decode_conf_change(bytes), add);
+  // An entry written before contexts existed (10 bytes) decodes with an empty one.
+  ConfChange plain{ConfChangeType::kAddLearner, nid(4)};
+  EXPECT_EQ(encode_conf_change(plain).size(), 10u);
+  EXPECT_EQ(decode_conf_change(encode_conf_change(plain)), plain);
+  // A context on another change, or longer than kMaxConfContext, is not a ConfChange.
+  std::string on_remove = encode_conf_change({ConfChangeType::kRemove, nid(4)}) + "x";
+  EXPECT_FALSE(decode_conf_change(on_remove));
+  ConfChange longest{ConfChangeType::kAddLearner, nid(4), std::string(kMaxConfContext, 'a')};
+  EXPECT_EQ(decode_conf_change(encode_conf_change(longest)), longest);
+  EXPECT_FALSE(decode_conf_change(encode_conf_change(longest) + "a"));
+}
+
 }  // namespace
 }  // namespace starling::raft::testing

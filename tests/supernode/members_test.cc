@@ -41,5 +41,55 @@ TEST(Members, RefusesBadInputWithTheItemNamed) {
   }
 }
 
+TEST(Members, ParsesOneMember) {
+  auto m = parse_member("4=10.0.0.4:8002");
+  ASSERT_TRUE(m.ok()) << m.error().message;
+  EXPECT_EQ(*m, (Member{raft::NodeId{4}, "10.0.0.4", 8002}));
+  const std::pair<const char*, const char*> cases[] = {
+      {"4-10.0.0.4:8002", "\"4-10.0.0.4:8002\" is not ID=HOST:PORT"},
+      {"0=a:1", "\"0=a:1\": the id must be a number from 1"},
+      {"4=a:1,5=b:2", "\"4=a:1,5=b:2\" is not one ID=HOST:PORT"},
+      {"", "empty; expected ID=HOST:PORT[,ID=HOST:PORT...]"},
+  };
+  for (const auto& [text, message] : cases) {
+    auto bad = parse_member(text);
+    ASSERT_FALSE(bad.ok()) << text;
+    EXPECT_EQ(bad.error().code, kErrBadMembers) << text;
+    EXPECT_EQ(bad.error().message, message) << text;
+  }
+}
+
+TEST(Members, BootstrapMembershipCarriesTheAddresses) {
+  auto m = parse_members("2=b:2,1=a:1");
+  ASSERT_TRUE(m.ok());
+  raft::ConfState conf = bootstrap_conf(*m);
+  EXPECT_EQ(conf.voters, (std::vector<raft::NodeId>{raft::NodeId{1}, raft::NodeId{2}}));
+  EXPECT_TRUE(conf.learners.empty());
+  ASSERT_EQ(conf.addresses.size(), 2u);
+  EXPECT_EQ(conf.addresses[0], (raft::MemberAddress{raft::NodeId{1}, "a:1"}));
+  EXPECT_EQ(conf.addresses[1], (raft::MemberAddress{raft::NodeId{2}, "b:2"}));
+  // And back: the members of that membership are the ones given.
+  EXPECT_EQ(members_of(conf, {}), *m);
+}
+
+// The replicated address wins; the command line fills in members recorded without one (a
+// store made before addresses were replicated); members nobody can reach are left out.
+TEST(Members, MembersOfAMembershipUseReplicatedAddressesFirst) {
+  raft::ConfState conf;
+  conf.voters = {raft::NodeId{1}, raft::NodeId{2}, raft::NodeId{5}};
+  conf.learners = {raft::NodeId{4}};
+  conf.removed = {raft::NodeId{3}};
+  conf.addresses = {
+      {raft::NodeId{2}, "new-b:22"}, {raft::NodeId{4}, "d:4"}, {raft::NodeId{5}, "not an address"}};
+  auto fallback = parse_members("1=a:1,2=b:2,3=c:3");
+  ASSERT_TRUE(fallback.ok());
+  auto ms = members_of(conf, *fallback);
+  ASSERT_EQ(ms.size(), 3u);
+  EXPECT_EQ(ms[0], (Member{raft::NodeId{1}, "a", 1}));
+  EXPECT_EQ(ms[1], (Member{raft::NodeId{2}, "new-b", 22}));
+  EXPECT_EQ(ms[2], (Member{raft::NodeId{4}, "d", 4}));
+  EXPECT_TRUE(members_of(raft::ConfState{}, *fallback).empty());
+}
+
 }  // namespace
 }  // namespace starling::supernode

@@ -792,5 +792,52 @@ TEST_F(SupernodeServiceTest, RevokedNodesLeavePeerLists) {
   EXPECT_EQ((*unseen)["peers"][0]["seed"], true);
 }
 
+// MemberAdd / MemberRemove (issue 4 item 1) on a cluster of one: admin only, parameters
+// checked, the added member (a learner here: nobody runs it) shown by Status with its
+// address, and the refusals worded for the operator.
+TEST_F(SupernodeServiceTest, MembersAreAddedAndRemovedByAnAdmin) {
+  Client peer = connect();
+  Client admin = connect(crypto::Role::kAdmin);
+  ASSERT_TRUE(peer.rpc && admin.rpc);
+  auto forbidden = call(peer, "MemberAdd", {{"id", 2}, {"address", "127.0.0.9:9"}});
+  ASSERT_FALSE(forbidden.ok());
+  EXPECT_EQ(forbidden.error().code, "rpc.forbidden");
+  for (const json& params :
+       {json::object(), json{{"id", 0}, {"address", "a:1"}}, json{{"id", -2}, {"address", "a:1"}},
+        json{{"id", 2}}, json{{"id", 2}, {"address", "a"}}, json{{"id", 2}, {"address", 5}}}) {
+    auto r = call(admin, "MemberAdd", params);
+    ASSERT_FALSE(r.ok()) << params.dump();
+    EXPECT_EQ(r.error().code, "rpc.bad_message") << params.dump();
+  }
+  auto in_use = call(admin, "MemberAdd", {{"id", 1}, {"address", "127.0.0.9:9"}});
+  ASSERT_FALSE(in_use.ok());
+  EXPECT_EQ(in_use.error().code, "cluster.bad_member_change");
+  EXPECT_EQ(in_use.error().message, "cannot add member 1: id 1 is already in use");
+  auto last = call(admin, "MemberRemove", {{"id", 1}});
+  ASSERT_FALSE(last.ok());
+  EXPECT_EQ(last.error().message, "cannot remove member 1: it is the last voter");
+
+  auto added = call(admin, "MemberAdd", {{"id", 2}, {"address", "127.0.0.9:9"}});
+  ASSERT_TRUE(added.ok()) << added.error().message;
+  auto status = call(admin, "Status", json::object());
+  ASSERT_TRUE(status.ok());
+  const json members = (*status)["raft"]["members"];
+  ASSERT_EQ(members.size(), 2u) << status->dump();
+  EXPECT_EQ(members[1], (json{{"id", 2}, {"address", "127.0.0.9:9"}, {"voter", false}}));
+
+  auto removed = call(admin, "MemberRemove", {{"id", 2}});
+  ASSERT_TRUE(removed.ok()) << removed.error().message;
+  auto reuse = call(admin, "MemberAdd", {{"id", 2}, {"address", "127.0.0.9:9"}});
+  ASSERT_FALSE(reuse.ok());
+  EXPECT_EQ(reuse.error().message,
+            "cannot add member 2: id 2 belonged to a removed member (ids are never reused)");
+  auto gone = call(admin, "MemberRemove", {{"id", 2}});
+  ASSERT_FALSE(gone.ok());
+  EXPECT_EQ(gone.error().message, "cannot remove member 2: it is not a member");
+  status = call(admin, "Status", json::object());
+  ASSERT_TRUE(status.ok());
+  EXPECT_EQ((*status)["raft"]["members"].size(), 1u) << status->dump();
+}
+
 }  // namespace
 }  // namespace starling::supernode
