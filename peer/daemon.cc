@@ -83,10 +83,10 @@ struct Task {
   std::string state = "registering";
   std::string source_state;  // the supernode's task state at the last GetTask answer
   std::optional<Error> error;
-  std::string sha256;        // of the whole content, as published by the supernode
+  std::string sha256;              // of the whole content, as published by the supernode
   std::vector<std::string> parts;  // once done: the segment files, whose concatenation is it
-  int64_t total_bytes = 0;   // the content's size once known, else the published segments'
-  TorrentProgress progress;  // summed over the segments (num_peers: the most of any segment)
+  int64_t total_bytes = 0;         // the content's size once known, else the published segments'
+  TorrentProgress progress;        // summed over the segments (num_peers: the most of any segment)
   std::vector<SegmentState> segments;
   bool removed = false;  // DELETE asked the worker to drop the task
 };
@@ -692,9 +692,9 @@ class Daemon final : public PeerDaemon {
       return false;
     }
     if (sum->size != *info.size) {
-      fail(task, make_error(kErrTask, "the segments hold " + std::to_string(sum->size) +
-                                          " bytes, the origin's content " +
-                                          std::to_string(*info.size)));
+      fail(task,
+           make_error(kErrTask, "the segments hold " + std::to_string(sum->size) +
+                                    " bytes, the origin's content " + std::to_string(*info.size)));
       return false;
     }
     if (sum->sha256 != info.sha256 || (task->digest && task->digest->hex != sum->sha256)) {
