@@ -1,6 +1,6 @@
-// Seeder failover (issue 4 items 5 and 7) with real processes: three supernodes, four peer
-// daemons downloading a 64 MiB file from a throttled origin, and kill -9 of the supernode that
-// fetches and seeds it after it has published a segment. Another member takes the seed lease
+// Seeder failover and full restart (issue 4 items 5 and 7) with real processes: three supernodes,
+// four peer daemons downloading a 64 MiB file from a throttled origin, and kill -9 of the supernode
+// that fetches and seeds it after it has published a segment. Another member takes the seed lease
 // when it expires and resumes the fetch (with Range after the published segments, or from zero
 // when the origin has no Range support); every user gets identical bytes.
 #include <filesystem>
@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "crypto/hash.h"
+#include "crypto/keys.h"
 #include "tests/integration/cluster.h"
 #include "tests/integration/process.h"
 #include "tests/integration/slow_origin.h"
@@ -26,8 +27,11 @@ namespace fs = std::filesystem;
 
 constexpr int kSupernodes = 3;
 constexpr int kPeers = 4;
-constexpr int64_t kSegment = 8 << 20;
-constexpr size_t kSize = 64 << 20;  // 8 segments
+// A seeder's death costs at most about two segments of origin bytes: the one it was fetching
+// and a published one no peer had completed yet (the successor fetches it again by Range).
+// 16 segments keep that under the 1.25 x the issue allows, whatever the moment of the kill.
+constexpr int64_t kSegment = 4 << 20;
+constexpr size_t kSize = 64 << 20;  // 16 segments
 
 // The index of the supernode whose log says `needle`, or -1 (several: the first).
 int supernode_logging(Cluster& c, const std::string& needle) {
@@ -69,7 +73,7 @@ TEST_P(SeederFailoverTest, KillingTheSeederMidFetchIsInvisibleToFourPeers) {
     std::ifstream in(c.www("blob"), std::ios::binary);
     in.read(body.data(), static_cast<std::streamsize>(kSize));
   }
-  // 8 MiB/s: the whole fetch takes about 8 s, a segment about 1 s.
+  // 8 MiB/s: the whole fetch takes about 8 s, a segment about 0.5 s.
   SlowOrigin origin(Cluster::kOriginIp, body, 8 << 20, ranges);
   const std::string url =
       "http://" + std::string(Cluster::kOriginIp) + ":" + std::to_string(origin.port()) + "/blob";
@@ -123,6 +127,92 @@ TEST_P(SeederFailoverTest, KillingTheSeederMidFetchIsInvisibleToFourPeers) {
   } else {
     EXPECT_LE(origin.bytes_sent(), static_cast<int64_t>(kSize) * 2);
   }
+  if (HasFailure()) {
+    for (int i = 0; i < kSupernodes; ++i) {
+      std::cout << "--- supernode " << i << "\n" << c.supernode(i).output();
+    }
+  }
+}
+
+// The starling binary's output for `args` (admin commands against every supernode).
+json admin_json(Cluster& c, std::vector<std::string> args) {
+  args.insert(args.end(),
+              {"--network", c.dir() / "net", "--supernode", c.supernode_addresses(), "--json"});
+  auto r = run_starling(args, c.dir() / "admin.log", 60s);
+  auto j = json::parse(r.output, nullptr, false);
+  return j.is_discarded() ? json() : j;
+}
+
+// Issue 4 item 7: stop (kill -9) and restart every supernode while a task is mid-fetch. The
+// tasks, the seed lease (a member takes the fetch over and resumes after the published
+// segments), the certificate records (issued and revoked) and the kv data all survive, and the
+// download finishes with identical bytes.
+TEST(FullRestartTest, EveryMemberKilledMidFetchComesBackWithTasksLeasesCertificatesAndKv) {
+  Cluster c(2, kSupernodes, {"--segment-size", std::to_string(kSegment), "--seed-lease", "2000"});
+  write_random_file(c.www("blob"), kSize, 23);
+  const std::string want = sha256_of(c.www("blob"));
+  std::string body(kSize, '\0');
+  {
+    std::ifstream in(c.www("blob"), std::ios::binary);
+    in.read(body.data(), static_cast<std::streamsize>(kSize));
+  }
+  SlowOrigin origin(Cluster::kOriginIp, body, 8 << 20);
+  const std::string url =
+      "http://" + std::string(Cluster::kOriginIp) + ":" + std::to_string(origin.port()) + "/blob";
+
+  // Records of every kind before the restart: kv, a revocation, issued certificates.
+  auto put = run_starling({"kv", "put", "color", "blue", "--network", c.dir() / "net",
+                           "--supernode", c.supernode_addresses()},
+                          c.dir() / "kv.log", 60s);
+  ASSERT_EQ(put.code, 0) << put.output;
+  auto key = crypto::load_or_create_node_key(c.dir() / "peer1/node.key");
+  ASSERT_TRUE(key.ok());
+  const std::string peer1 = crypto::node_id_of(key->public_key).get();
+  auto revoke = run_starling({"mesh", "revoke", peer1, "--reason", "decommissioned", "--network",
+                              c.dir() / "net", "--supernode", c.supernode_addresses()},
+                             c.dir() / "revoke.log", 60s);
+  ASSERT_EQ(revoke.code, 0) << revoke.output;
+
+  Process& get = c.start_get(0, {url, "-o", c.out("blob")}, "get.log");
+  ASSERT_TRUE(eventually([&] { return published_segments(c) >= 2; }, 60s))
+      << c.supernode(0).output();
+  const json certificates = admin_json(c, {"mesh", "certificates"});
+  ASSERT_TRUE(certificates.is_object()) << certificates.dump();
+  ASSERT_LT(origin.bytes_sent(), static_cast<int64_t>(kSize)) << "the fetch ended first";
+
+  for (int i = 0; i < kSupernodes; ++i) c.kill_supernode(i);
+  std::cout << "killed every supernode after " << origin.bytes_sent() << " origin bytes\n";
+  for (int i = 0; i < kSupernodes; ++i) c.start_supernode(i);
+
+  ASSERT_EQ(get.wait(240s), 0) << get.output() << c.peer(0).output();
+  EXPECT_EQ(sha256_of(c.out("blob")), want);
+  // The fetch resumed after the segments published before the restart.
+  std::cout << "origin: " << origin.requests() << " requests, " << origin.bytes_sent()
+            << " bytes for a " << kSize << "-byte file\n";
+  EXPECT_LE(origin.bytes_sent(), static_cast<int64_t>(kSize) * 5 / 4);
+  EXPECT_EQ(supernodes_logging(c, "expired; taking over with epoch"), 1);
+
+  // Tasks, certificates and kv as before.
+  const json status = c.cluster_status();
+  bool ready = false;
+  for (const auto& m : status.value("members", json::array())) {
+    for (const auto& t : m.value("tasks", json::array())) {
+      ready = ready || (t.value("url", "") == url && t.value("state", "") == "ready");
+    }
+  }
+  EXPECT_TRUE(ready) << status.dump(2);
+  const json after = admin_json(c, {"mesh", "certificates"});
+  EXPECT_EQ(after, certificates);
+  EXPECT_NE(after.dump().find(peer1), std::string::npos) << after.dump(2);
+  auto color = run_starling(
+      {"kv", "get", "color", "--network", c.dir() / "net", "--supernode", c.supernode_addresses()},
+      c.dir() / "kv.log", 60s);
+  EXPECT_EQ(color.code, 0) << color.output;
+  EXPECT_EQ(color.output, "blue\n");
+  // The revoked peer is still refused.
+  auto refused = c.get(1, {url, "-o", c.out("refused")});
+  EXPECT_EQ(refused.code, 1) << refused.output;
+  EXPECT_NE(refused.output.find("decommissioned"), std::string::npos) << refused.output;
   if (HasFailure()) {
     for (int i = 0; i < kSupernodes; ++i) {
       std::cout << "--- supernode " << i << "\n" << c.supernode(i).output();
