@@ -60,4 +60,16 @@ Result<std::chrono::seconds> parse_cert_lifetime(std::string_view text) {
   return lifetime;
 }
 
+bool sleep_until_unix(std::unique_lock<std::mutex>& lock, std::condition_variable& cv,
+                      const bool& stopping, int64_t t) {
+  while (!stopping) {
+    const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count();
+    if (t <= now) return true;
+    cv.wait_for(lock, std::chrono::seconds(std::min<int64_t>(t - now, 60)));
+  }
+  return false;
+}
+
 }  // namespace starling::crypto

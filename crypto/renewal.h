@@ -4,7 +4,9 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <mutex>
 #include <string_view>
 
 #include "common/result.h"
@@ -36,5 +38,11 @@ std::chrono::seconds renewal_retry_delay(int failures, int64_t now, int64_t not_
 // kMaxCertLifetime]. Errors (kErrLifetime) are one line naming the input, e.g.
 // "'12x' is not a duration (use e.g. 90s, 15m, 12h, 7d)". Never crashes on any bytes.
 Result<std::chrono::seconds> parse_cert_lifetime(std::string_view text);
+
+// The renewal threads' sleep: waits on `cv` (with `lock` held on its mutex) until unix time
+// `t`, re-reading the wall clock at least every minute; false when `stopping` (guarded by the
+// same mutex, with `cv` notified when it is set) became true first.
+bool sleep_until_unix(std::unique_lock<std::mutex>& lock, std::condition_variable& cv,
+                      const bool& stopping, int64_t t);
 
 }  // namespace starling::crypto

@@ -299,12 +299,7 @@ class Daemon final : public PeerDaemon {
   // the daemon stops first.
   bool sleep_until_unix(int64_t t) {
     std::unique_lock lock(mu_);
-    while (!stopping_) {
-      const int64_t left = t - unix_now();
-      if (left <= 0) return true;
-      cv_.wait_for(lock, std::chrono::seconds(std::min<int64_t>(left, 60)));
-    }
-    return false;
+    return crypto::sleep_until_unix(lock, cv_, stopping_, t);
   }
 
   // A supernode refused this node's certificate after its renewal was refused: say why, since

@@ -76,12 +76,7 @@ class OwnLeafRenewer {
   // stopping.
   bool sleep_until(int64_t t) {
     std::unique_lock lock(mu_);
-    while (!stopping_) {
-      const int64_t left = t - unix_now();
-      if (left <= 0) return true;
-      cv_.wait_for(lock, std::chrono::seconds(std::min<int64_t>(left, 60)));
-    }
-    return false;
+    return crypto::sleep_until_unix(lock, cv_, stopping_, t);
   }
 
   void run() {

@@ -83,9 +83,10 @@ size_t on_write(char* data, size_t size, size_t nmemb, void* user) {
 }
 
 // Called by curl about once a second even when no data flows, so an abort is seen while the
-// origin stalls.
+// origin stalls. For Transfer and SegmentTransfer (both have abort_requested() and aborted).
+template <typename T>
 int on_xferinfo(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
-  auto* t = static_cast<Transfer*>(user);
+  auto* t = static_cast<T*>(user);
   if (t->abort_requested()) {
     t->aborted = true;
     return 1;
@@ -205,7 +206,7 @@ Result<FetchResult> fetch_to_file(const FetchRequest& request) {
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &t);
   curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-  curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_xferinfo);
+  curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_xferinfo<Transfer>);
   curl_easy_setopt(c, CURLOPT_XFERINFODATA, &t);
   curl_easy_setopt(c, CURLOPT_USERAGENT, "starling-fetch/1");
 
@@ -430,15 +431,6 @@ size_t on_segment_write(char* data, size_t size, size_t nmemb, void* user) {
   return n;
 }
 
-int on_segment_xferinfo(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
-  auto* t = static_cast<SegmentTransfer*>(user);
-  if (t->abort_requested()) {
-    t->aborted = true;
-    return 1;
-  }
-  return 0;
-}
-
 }  // namespace
 
 Result<SegmentFetchResult> fetch_segments(const SegmentFetchRequest& request) {
@@ -480,7 +472,7 @@ Result<SegmentFetchResult> fetch_segments(const SegmentFetchRequest& request) {
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_segment_write);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &t);
   curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-  curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_segment_xferinfo);
+  curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_xferinfo<SegmentTransfer>);
   curl_easy_setopt(c, CURLOPT_XFERINFODATA, &t);
   curl_easy_setopt(c, CURLOPT_USERAGENT, "starling-fetch/1");
 

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <thread>
 
 namespace starling::crypto {
 namespace {
@@ -94,6 +95,26 @@ TEST(ParseCertLifetime, RefusesWithOneLine) {
               "certificate lifetime '" + std::string(text) + "' is out of range (10s to 366d)")
         << text;
   }
+}
+
+TEST(SleepUntilUnix, ReturnsAtOnceForThePastAndFalseWhenStopped) {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool stopping = false;
+  std::unique_lock lock(mu);
+  EXPECT_TRUE(sleep_until_unix(lock, cv, stopping, 0));  // 1970 is past
+  stopping = true;
+  EXPECT_FALSE(sleep_until_unix(lock, cv, stopping, std::numeric_limits<int64_t>::max()));
+  // A stop set (and notified) by another thread ends a long sleep.
+  stopping = false;
+  std::thread stopper([&] {
+    std::lock_guard l(mu);
+    stopping = true;
+    cv.notify_all();
+  });
+  EXPECT_FALSE(sleep_until_unix(lock, cv, stopping, std::numeric_limits<int64_t>::max()));
+  lock.unlock();
+  stopper.join();
 }
 
 }  // namespace
