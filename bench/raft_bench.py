@@ -176,6 +176,7 @@ class Procs:
 
 
 class Cluster:
+    snapshot_entries = 0  # 0: the system's default
     """Three members of one system; member i (0..2) answers admin/client calls at endpoints[i]."""
 
     backend = ""
@@ -256,7 +257,8 @@ class EtcdCluster(Cluster):
             "--listen-peer-urls", f"http://127.0.0.1:{pp}",
             "--initial-advertise-peer-urls", f"http://127.0.0.1:{pp}",
             "--initial-cluster", self.initial, "--initial-cluster-state", "new",
-            "--initial-cluster-token", "raft-bench", "--log-level", "warn"])
+            "--initial-cluster-token", "raft-bench", "--log-level", "warn"]
+            + (["--snapshot-count", str(self.snapshot_entries)] if self.snapshot_entries else []))
 
     def start(self):
         for i in range(3):
@@ -286,7 +288,8 @@ class StarlingCluster(Cluster):
             self.starling, "supernode", "--id", str(i + 1), "--members", self.members,
             "--network", self.net, "--data", os.path.join(self.dir, f"s{i + 1}"),
             "--listen", "127.0.0.1", "--port", str(self.ports[i]),
-            "--data-port", str(self.data_ports[i])])
+            "--data-port", str(self.data_ports[i])]
+            + (["--snapshot-entries", str(self.snapshot_entries)] if self.snapshot_entries else []))
 
     def start(self):
         subprocess.run([self.starling, "mesh", "init", self.net], check=True,
@@ -461,7 +464,12 @@ def write_report(path, meta, loads, failovers):
         "gateway (plain HTTP/1.1 keep-alive, libcurl; key and value base64, so 4/3 the bytes).",
         f"Value size {meta['value_size']} B; {meta['warmup']} s warm-up, then "
         f"{meta['seconds']} s measured per row; etcd and Starling alternate row by row; latency "
-        "per write from send to answer, percentiles by nearest rank.",
+        "per write from send to answer, percentiles by nearest rank. Log compaction: "
+        + (f"every {meta['snapshot_entries']:,} entries in both (etcd `--snapshot-count`, "
+           "Starling `--snapshot-entries`), so rows include compactions."
+           if meta.get("snapshot_entries") else
+           "each system's default, every 100,000 entries in both, which a row of this length "
+           "rarely reaches (see `--snapshot-entries` for rows that include compactions)."),
         "",
         "| clients | system | writes/s | p50 ms | p99 ms | max ms | errors | server CPU s / 1000 "
         "writes | CPUs busy: servers / client / whole machine |",
@@ -580,6 +588,10 @@ def main():
     ap.add_argument("--failover-timeout-ms", type=int, default=500,
                     help="the failover writer's per-call timeout")
     ap.add_argument("--only", choices=["etcd", "starling"])
+    ap.add_argument("--snapshot-entries", type=int, default=0,
+                    help="compact every N entries in both systems (etcd --snapshot-count, "
+                         "starling supernode --snapshot-entries); default: each one's default "
+                         "(100,000 in both)")
     ap.add_argument("--out", default="docs/bench/raft", help="writes OUT.md and OUT.json")
     ap.add_argument("--command", default="bench/raft_bench.sh")
     ap.add_argument("--rerender", metavar="JSON",
@@ -612,6 +624,7 @@ def main():
         "commit": git("rev-parse", "--short", "HEAD"), "dirty": bool(git("status", "--porcelain")),
         "command": a.command, "clients": clients, "seconds": a.seconds, "warmup": a.warmup,
         "value_size": a.value_size, "trials": a.trials, "notes": [],
+        "snapshot_entries": a.snapshot_entries,
         "failover_timeout_ms": a.failover_timeout_ms,
         "filesystem": filesystem(a.workdir), "fsync": fsync_baseline(a.workdir),
     }
@@ -621,6 +634,7 @@ def main():
         clusters = []
         if a.only != "starling":
             etcd = EtcdCluster(procs, a.kv_bench, os.path.join(a.workdir, "etcd"), a.etcd)
+            etcd.snapshot_entries = a.snapshot_entries
             os.makedirs(etcd.dir)
             leader, _ = etcd.start()
             log(f"etcd up: members {etcd.endpoints}, leader {leader + 1}")
@@ -633,6 +647,7 @@ def main():
                                  "measure")
             st = StarlingCluster(procs, a.kv_bench, os.path.join(a.workdir, "starling"),
                                  a.starling)
+            st.snapshot_entries = a.snapshot_entries
             os.makedirs(st.dir)
             leader, _ = st.start()
             log(f"Starling up: members {st.endpoints}, leader {leader + 1}")

@@ -63,6 +63,11 @@ const std::vector<CommandSpec>& command_specs() {
                "Milliseconds a fetching task's seeder may go without renewing its lease "
                "before the leader takes the fetch over (500..600000).",
                "6000"),
+           opt("snapshot-entries", "N",
+               "Compact the Raft log into a snapshot of the tracker every N entries (or 64 MiB "
+               "of them), 100..100000000; the snapshot is read and written beside the log, "
+               "not in its way.",
+               "100000"),
        },
        "Runs until SIGINT or SIGTERM. Logs to stderr. A cluster of 3 or 5 members keeps\n"
        "serving while a majority is up: writes and consistent reads need a majority; peer\n"

@@ -100,7 +100,7 @@ int run_supernode(const ParsedArgs& args) {
     config.cert_lifetime = *lifetime;
   }
   {
-    // --segment-size BYTES|NKiB|NMiB and --seed-lease MS.
+    // --segment-size BYTES|NKiB|NMiB, --seed-lease MS and --snapshot-entries N.
     auto number = [](std::string text, int64_t& out) {
       int64_t unit = 1;
       for (auto [suffix, mult] :
@@ -133,6 +133,12 @@ int run_supernode(const ParsedArgs& args) {
         return usage("supernode: --seed-lease must be 500..600000 milliseconds");
       }
       config.seed_lease_timeout = std::chrono::milliseconds(v);
+    }
+    if (args.has("snapshot-entries")) {
+      if (!number(args.get("snapshot-entries"), v) || v < 100 || v > 100000000) {
+        return usage("supernode: --snapshot-entries must be 100..100000000");
+      }
+      config.snapshot_entries = static_cast<uint64_t>(v);
     }
   }
   const sigset_t stop = block_stop_signals();

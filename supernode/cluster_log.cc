@@ -81,6 +81,15 @@ class TrackerApplication final : public raft::Application {
     return raft::LogIndex{tracker_.applied_index().get()};
   }
   Result<std::string> snapshot() override { return tracker_.snapshot(); }
+  std::function<Result<IndexedSnapshot>()> concurrent_snapshot() override {
+    auto read = tracker_.concurrent_snapshot();
+    if (!read) return nullptr;
+    return [read = std::move(read)]() -> Result<IndexedSnapshot> {
+      auto got = read();
+      if (!got.ok()) return got.error();
+      return IndexedSnapshot{raft::LogIndex{got->index.get()}, std::move(got->data)};
+    };
+  }
   Status restore(raft::LogIndex index, const std::string& data) override {
     return tracker_.restore(tracker::LogIndex{index.get()}, data);
   }
@@ -239,6 +248,7 @@ Result<std::unique_ptr<ClusterLog>> ClusterLog::start(ClusterConfig config,
   if (!c.join) dc.bootstrap = bootstrap_conf(c.members);
   dc.on_conf_change = [p = parts.get()](const raft::ConfState& conf) { p->on_conf_change(conf); };
   dc.tick = c.tick;
+  dc.snapshot_entries = c.snapshot_entries;
   auto driver = raft::Driver::start(std::move(dc), *parts->transport, *parts->app);
   if (!driver.ok()) {
     parts->transport->stop();

@@ -69,6 +69,7 @@ struct ClusterConfig {
   std::chrono::milliseconds tick{100};
   int election_tick = 10;
   int heartbeat_tick = 1;
+  uint64_t snapshot_entries = 100000;  // raft::DriverConfig::snapshot_entries
 };
 
 class ClusterLog {

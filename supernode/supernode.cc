@@ -209,6 +209,7 @@ Result<std::unique_ptr<Supernode>> Supernode::start(const SupernodeConfig& confi
   cluster.mesh.verify_remote = crypto::require_role(*ca_pem, crypto::Role::kSupernode);
   cluster.tick = config.raft_tick;
   cluster.election_tick = config.election_tick;
+  cluster.snapshot_entries = config.snapshot_entries;
   auto log = ClusterLog::start(std::move(cluster), *parts->tracker);
   if (!log.ok()) return log.error();
   parts->log = std::move(log).value();

@@ -42,6 +42,8 @@ struct SupernodeConfig {
   // long a fetching task's seed lease may go unrenewed before the leader takes it over.
   int64_t segment_size = int64_t{64} << 20;
   std::chrono::milliseconds seed_lease_timeout{6000};
+  // The Raft log is compacted into a snapshot of the tracker every this many entries.
+  uint64_t snapshot_entries = 100000;
 };
 
 class Supernode {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <iostream>
 #include <limits>
 #include <random>
 #include <type_traits>
@@ -604,6 +605,7 @@ bool Driver::apply_committed(const std::vector<Entry>& entries) {
         answered_.push_back([w = p->w] { w->complete(std::string()); });
       }
       applied_ = e.index;
+      applied_bytes_ += e.data.size();
     }
   }
   return true;
@@ -641,8 +643,51 @@ bool Driver::maybe_compact() {
   const LogIndex snap = storage_->first_index() - 1;
   const uint64_t every = std::max<uint64_t>(1, config_.snapshot_entries);
   if (applied_ <= snap) return true;
-  const bool conf_newer = storage_->conf_index() > snap;
-  if (!conf_newer && applied_ - snap < every) return true;
+  if (storage_->conf_index() > snap) return compact_in_line();
+  if (background_snapshot_.valid()) {
+    if (background_snapshot_.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+      return true;  // still reading; appends and applies go on meanwhile
+    }
+    auto got = background_snapshot_.get();
+    if (!got.ok()) {
+      std::cerr << "raft: node " << config_.raft.id.get()
+                << ": reading the snapshot on the side failed, taking it in line: "
+                << got.error().message << "\n";
+      return compact_in_line();
+    }
+    // Usable unless a snapshot installed meanwhile is as new, or a membership change was
+    // applied after it (the ConfState stored with it must be the one in force at its index).
+    const LogIndex at = got->file.index;
+    if (at > snap && at <= applied_ && storage_->conf_index() <= at) {
+      if (Status s =
+              storage_->compact_to_file(got->file, node_->conf_state(), std::move(got->data));
+          !s.ok()) {
+        set_fatal(make_error(s.error().code, "compacting the log at " + std::to_string(at.get()) +
+                                                 ": " + s.error().message));
+        return false;
+      }
+      return true;
+    }
+  }
+  if (applied_ - snap < every && applied_bytes_ < config_.snapshot_bytes) return true;
+  applied_bytes_ = 0;
+  if (auto read = app_.concurrent_snapshot()) {
+    background_snapshot_ = std::async(
+        std::launch::async,
+        [read = std::move(read), path = config_.storage_path]() -> Result<BackgroundSnapshot> {
+          auto got = read();
+          if (!got.ok()) return got.error();
+          auto file = SqliteRaftStorage::write_snapshot_file(path, got->index, got->data);
+          if (!file.ok()) return file.error();
+          return BackgroundSnapshot{*file, std::move(got->data)};
+        });
+    return true;
+  }
+  return compact_in_line();
+}
+
+bool Driver::compact_in_line() {
+  applied_bytes_ = 0;
   auto data = app_.snapshot();
   if (!data.ok()) {
     set_fatal(make_error(data.error().code, "taking the application snapshot at " +

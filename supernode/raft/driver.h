@@ -9,7 +9,12 @@
 // (Application::restore) and the committed entries (Application::apply_batch, one call per run
 // of normal entries; membership changes through RawNode::apply_conf_change and
 // SqliteRaftStorage::set_conf_state) — answers the waiting callers — advance()s the node and
-// compacts the log when `snapshot_entries` entries were applied since the last snapshot.
+// compacts the log when `snapshot_entries` entries (or `snapshot_bytes`) were applied since the
+// last snapshot. The
+// application's state for that snapshot is read on a thread of its own when the application
+// offers Application::concurrent_snapshot() (reading a large state took 150-350 ms, during
+// which no write could commit: docs/bench/raft.md); the log is compacted at the index that
+// snapshot names once it is there.
 // Because the queue is drained before ready(), every proposal that arrived while the previous
 // Ready was being persisted goes into ONE Ready and one fsync (group commit).
 //
@@ -32,6 +37,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -43,11 +49,10 @@
 
 #include "common/result.h"
 #include "supernode/raft/raw_node.h"
+#include "supernode/raft/sqlite_storage.h"
 #include "supernode/raft/types.h"
 
 namespace starling::raft {
-
-class SqliteRaftStorage;
 
 // Driver stopped, or a fatal storage / application error stopped it.
 inline constexpr char kErrStopped[] = "raft.stopped";
@@ -105,6 +110,17 @@ class Application {
   // Replaces the whole state with a snapshot's data taken at `index`; afterwards
   // applied_index() == index.
   virtual Status restore(LogIndex index, const std::string& data) = 0;
+
+  // The state of one moment, read off the driver's thread: the returned callable runs on a
+  // thread of its own, concurrently with apply(), and returns what snapshot() would have
+  // returned at the applied index it names (the driver compacts the log there; a stopping
+  // driver waits for it). Null (the default) when the application cannot: the driver then
+  // calls snapshot() on its own thread.
+  struct IndexedSnapshot {
+    LogIndex index;
+    std::string data;
+  };
+  virtual std::function<Result<IndexedSnapshot>()> concurrent_snapshot() { return nullptr; }
 };
 
 struct DriverConfig {
@@ -114,8 +130,10 @@ struct DriverConfig {
   ConfState bootstrap;       // initial membership for a new store (a joining node: the
                              // membership it was told when it was added)
   std::chrono::milliseconds tick{100};
-  uint64_t snapshot_entries = 10000;  // compact once this many entries were applied since the
-                                      // last snapshot
+  // Compact once this many entries, or entries holding this many bytes, were applied since the
+  // last snapshot (etcd's default is 100,000 entries too). Memory holds the log in between.
+  uint64_t snapshot_entries = 100000;
+  uint64_t snapshot_bytes = uint64_t{64} << 20;
   size_t max_pending = 4096;  // proposals + reads + waits outstanding; beyond it the call fails
                               // kErrProposalDropped ("busy")
   size_t max_inbox = 65536;   // received messages waiting for the loop; beyond it receive()
@@ -217,6 +235,7 @@ class Driver {
   bool apply_conf_entry(const Entry& e);
   std::unique_ptr<Proposal> take_proposal(const Entry& e);
   bool maybe_compact();
+  bool compact_in_line();  // Application::snapshot() on this thread, then compact at applied_
   void resolve_proposals_up_to(LogIndex i, const char* why);
   void complete_reads_and_waits();
   void fail_unconfirmed_reads_if_not_leader();
@@ -245,6 +264,14 @@ class Driver {
   Role last_role_ = Role::kFollower;
   Term last_term_;
   std::optional<ConfState> notified_conf_;
+  uint64_t applied_bytes_ = 0;  // entry data applied since the last compaction began
+  // Application::concurrent_snapshot() and SqliteRaftStorage::write_snapshot_file() running on
+  // a thread of their own (valid() while they are).
+  struct BackgroundSnapshot {
+    SqliteRaftStorage::SnapshotFile file;
+    std::string data;
+  };
+  std::future<Result<BackgroundSnapshot>> background_snapshot_;
 
   // The queue between callers and the thread.
   std::mutex mu_;

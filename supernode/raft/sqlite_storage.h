@@ -82,6 +82,25 @@ class SqliteRaftStorage final : public Storage {
   // the entries up to i, in one transaction. kErrSnapshotOutOfDate if i <= the stored
   // snapshot. REQUIRES: i <= last_index() and i <= applied.
   Status compact(LogIndex i, ConfState conf, std::string data);
+  // Compaction in two steps, so that writing a large snapshot does not hold up the log:
+  // write_snapshot_file() writes `data` (the application at index `i`) durably to a file
+  // beside the database (`path` + ".snap-" + i: written to a temporary name, fsynced, renamed,
+  // directory fsynced). It touches no storage object, so it may run on any thread while the
+  // owner appends. compact_to_file() then, on the owner's thread, records that file as the
+  // snapshot at f.index with membership `conf` and drops the entries up to f.index, in one
+  // small transaction (`data`: the same bytes, kept in memory for Storage::snapshot()); older
+  // snapshot files are removed after it committed; the entries up to f.index are deleted later,
+  // a chunk at a time, by persist() (open() skips them). open() verifies the file's size and
+  // CRC-32C against the database row (kErrCorruptLog: "raft snapshot file PATH: ...").
+  // Same errors and requirements as compact().
+  struct SnapshotFile {
+    LogIndex index;
+    uint64_t size = 0;
+    uint32_t crc = 0;
+  };
+  static Result<SnapshotFile> write_snapshot_file(const std::string& path, LogIndex i,
+                                                  const std::string& data);
+  Status compact_to_file(const SnapshotFile& f, ConfState conf, std::string data);
   // Records the membership in force after applying the ConfChange entry at `applied`.
   Status set_conf_state(LogIndex applied, ConfState conf);
 
@@ -89,10 +108,17 @@ class SqliteRaftStorage final : public Storage {
   struct Db;  // SQLite connection and statements (sqlite_storage.cc)
   explicit SqliteRaftStorage(std::unique_ptr<Db> db);
   Status load();
+  Status check_compaction(LogIndex i) const;
+  void record_compaction(LogIndex i, ConfState conf, std::string data);
+  void remove_snapshot_files_except(LogIndex keep) const;
 
   std::unique_ptr<Db> db_;
   MemoryStorage cache_;  // exactly what is committed on disk
   LogIndex conf_index_;
+  // Every stored entry row is above this index. Rows from here up to the snapshot's index are
+  // leftovers of compact_to_file(), deleted kTrimChunk at a time by persist().
+  LogIndex trimmed_upto_;
+  static constexpr uint64_t kTrimChunk = 512;
 };
 
 // CRC-32C (Castagnoli) of the entry's (index, term, type, data), as stored next to it.

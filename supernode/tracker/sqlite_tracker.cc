@@ -194,6 +194,7 @@ std::optional<std::string> prefix_end(std::string prefix) {
 class SqliteTracker final : public TrackerStateMachine {
  public:
   Status open(const std::string& path) {
+    path_ = path;
     if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) !=
         SQLITE_OK) {
       return storage_error("open " + path);
@@ -449,6 +450,22 @@ class SqliteTracker final : public TrackerStateMachine {
     (void)exec("COMMIT;");
     if (!data.ok()) return data.error();
     return encode_snapshot(*data);
+  }
+
+  std::function<Result<IndexedSnapshot>()> concurrent_snapshot() const override {
+    return [path = path_]() -> Result<IndexedSnapshot> {
+      // A second connection: in WAL mode its read transaction sees the last commit before it
+      // began and never blocks the writer (nor the writer it).
+      SqliteTracker reader;
+      if (Status st = reader.open(path); !st.ok()) return st.error();
+      std::lock_guard lock(reader.mu_);
+      if (Status st = reader.exec("BEGIN;"); !st.ok()) return st.error();
+      auto data = reader.read_everything();
+      (void)reader.exec("COMMIT;");
+      if (!data.ok()) return data.error();
+      const LogIndex index = data->applied_index;
+      return IndexedSnapshot{index, encode_snapshot(*data)};
+    };
   }
 
   Status restore(LogIndex index, std::string_view bytes) override {
@@ -1106,6 +1123,7 @@ class SqliteTracker final : public TrackerStateMachine {
     sqlite3* p = nullptr;
     ~Connection() { sqlite3_close(p); }
   };
+  std::string path_;
   Connection conn_;
   sqlite3*& db_ = conn_.p;
   mutable std::mutex mu_;

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -213,6 +214,15 @@ class TrackerStateMachine {
   // The whole state (tasks, kv, certificates, recorded results, applied_index) as bytes for a Raft
   // snapshot (format: snapshot_codec.h), read in one transaction.
   virtual Result<std::string> snapshot() const = 0;
+  // The same bytes, read on another thread while apply() goes on: the returned callable opens a
+  // connection of its own, reads everything in one transaction (one moment, the applied index
+  // it returns with the bytes) and does not refer to this object. Null if this state machine
+  // cannot (the caller then uses snapshot()).
+  struct IndexedSnapshot {
+    LogIndex index;
+    std::string data;
+  };
+  virtual std::function<Result<IndexedSnapshot>()> concurrent_snapshot() const { return nullptr; }
   // Replaces everything with `data` in one transaction and sets applied_index() = index.
   // `data` comes from the network: decoded strictly (kErrBadSnapshot on anything malformed,
   // including a snapshot whose own applied index is above `index`); on any error the state is
@@ -222,7 +232,8 @@ class TrackerStateMachine {
 
 // SQLite at `path` (created if absent): WAL, synchronous=NORMAL (the Raft log is the durable
 // record; see README.md "Durability"), one transaction per apply or apply_batch that also
-// stores applied_index, prepared statements. The file belongs to this object alone. A
+// stores applied_index, prepared statements. The file belongs to this object alone (and to
+// the read-only connections of its concurrent_snapshot()). A
 // file written by the schema-1 tracker (before Raft) is refused with kErrStorage: there is no
 // deployed data to migrate.
 Result<std::unique_ptr<TrackerStateMachine>> open_sqlite_tracker(const std::string& path);

@@ -116,6 +116,23 @@ class KvApp final : public Application {
     for (auto& [i, cmd] : history_) out += std::to_string(i) + " " + cmd + "\n";
     return out;
   }
+  // With `concurrent`, the driver reads snapshots through this, on a thread of its own.
+  std::function<Result<IndexedSnapshot>()> concurrent_snapshot() override {
+    if (!concurrent) return nullptr;
+    return [this]() -> Result<IndexedSnapshot> {
+      std::lock_guard lk(mu_);
+      ++side_snapshots_;
+      std::string out;
+      for (auto& [i, cmd] : history_) out += std::to_string(i) + " " + cmd + "\n";
+      return IndexedSnapshot{applied_, std::move(out)};
+    };
+  }
+  int side_snapshots() const {
+    std::lock_guard lk(mu_);
+    return side_snapshots_;
+  }
+  bool concurrent = false;
+
   Status restore(LogIndex index, const std::string& data) override {
     std::lock_guard lk(mu_);
     history_.clear();
@@ -155,6 +172,7 @@ class KvApp final : public Application {
   std::map<std::string, std::string> values_;
   History history_;
   int restores_ = 0;
+  int side_snapshots_ = 0;
   uint64_t applies_ = 0;
   size_t batches_ = 0;
   size_t batched_entries_ = 0;
@@ -255,8 +273,12 @@ ConfState voters(std::vector<uint64_t> ids) {
 class Cluster {
  public:
   explicit Cluster(std::vector<uint64_t> ids, uint64_t snapshot_entries = 10000,
-                   std::function<void(DriverConfig&)> tweak = nullptr)
-      : bootstrap_(voters(ids)), snapshot_entries_(snapshot_entries), tweak_(std::move(tweak)) {
+                   std::function<void(DriverConfig&)> tweak = nullptr,
+                   bool concurrent_snapshots = false)
+      : bootstrap_(voters(ids)),
+        snapshot_entries_(snapshot_entries),
+        tweak_(std::move(tweak)),
+        concurrent_snapshots_(concurrent_snapshots) {
     for (uint64_t id : ids) start(id);
   }
   ~Cluster() {
@@ -281,7 +303,10 @@ class Cluster {
   // its state too and must be rebuilt from the stored snapshot and log.
   void start(uint64_t id, bool fresh_app = false, std::optional<ConfState> bootstrap = {}) {
     Slot& s = nodes_[id];
-    if (!s.app || fresh_app) s.app = std::make_unique<KvApp>();
+    if (!s.app || fresh_app) {
+      s.app = std::make_unique<KvApp>();
+      s.app->concurrent = concurrent_snapshots_;
+    }
     if (!s.transport) s.transport = std::make_unique<NetTransport>(net_, id);
     auto d = Driver::start(config(id, bootstrap.value_or(bootstrap_)), *s.transport, *s.app);
     ASSERT_TRUE(d.ok()) << d.error().code << ": " << d.error().message;
@@ -341,6 +366,7 @@ class Cluster {
   ConfState bootstrap_;
   uint64_t snapshot_entries_;
   std::function<void(DriverConfig&)> tweak_;
+  bool concurrent_snapshots_;
   std::map<uint64_t, Slot> nodes_;
 };
 
@@ -622,8 +648,10 @@ TEST(RaftDriver, ReadIndexCoversAcknowledgedWritesAndNeedsAQuorum) {
   ASSERT_NE(c.wait_leader({1, 2, 3}), 0u);
 }
 
-TEST(RaftDriver, LaggingNodeCatchesUpThroughASnapshot) {
-  Cluster c({1, 2, 3}, /*snapshot_entries=*/20);
+// `concurrent`: the application's state is read on a thread of its own and the log compacted
+// through a snapshot file (what the supernode does); otherwise on the driver's thread.
+void lagging_node_catches_up_through_a_snapshot(bool concurrent) {
+  Cluster c({1, 2, 3}, /*snapshot_entries=*/20, nullptr, concurrent);
   uint64_t leader = c.wait_leader({1, 2, 3});
   ASSERT_NE(leader, 0u);
   for (int i = 0; i < 5; ++i)
@@ -671,12 +699,23 @@ TEST(RaftDriver, LaggingNodeCatchesUpThroughASnapshot) {
   // It is a full member again: a write commits with it.
   EXPECT_NE(propose_somewhere(c, {1, 2, 3}, "set s=after"), 0u);
   ASSERT_TRUE(eventually([&] { return c.app(lagging).get("s") == "after"; }));
+  if (concurrent) {
+    EXPECT_GT(c.app(now_leader).side_snapshots(), 0);
+  }
 }
 
-TEST(RaftDriver, RestartReappliesFromSnapshotAndLog) {
-  // Every node restarts at once with applications that lost their state: each rebuilds from
-  // its own snapshot plus the committed entries after it.
-  Cluster c({1, 2, 3}, /*snapshot_entries=*/20);
+TEST(RaftDriver, LaggingNodeCatchesUpThroughASnapshot) {
+  lagging_node_catches_up_through_a_snapshot(false);
+}
+
+TEST(RaftDriver, LaggingNodeCatchesUpThroughASnapshotReadOnTheSide) {
+  lagging_node_catches_up_through_a_snapshot(true);
+}
+
+// Every node restarts at once with applications that lost their state: each rebuilds from
+// its own snapshot plus the committed entries after it.
+void restart_reapplies_from_snapshot_and_log(bool concurrent) {
+  Cluster c({1, 2, 3}, /*snapshot_entries=*/20, nullptr, concurrent);
   for (int i = 0; i < 50; ++i) {
     ASSERT_NE(propose_somewhere(c, {1, 2, 3}, "set p=" + std::to_string(i)), 0u);
   }
@@ -685,6 +724,9 @@ TEST(RaftDriver, RestartReappliesFromSnapshotAndLog) {
   for (uint64_t id : kThree) ASSERT_TRUE(c.driver(id).wait_applied(last, kLong).ok());
   History before = c.app(1).history();
   ASSERT_EQ(before.size(), 50u);
+  if (concurrent) {
+    for (uint64_t id : kThree) EXPECT_GT(c.app(id).side_snapshots(), 0) << "node " << id;
+  }
   for (uint64_t id : kThree) c.stop(id);
   for (uint64_t id : kThree) {
     c.start(id, /*fresh_app=*/true);
@@ -697,6 +739,14 @@ TEST(RaftDriver, RestartReappliesFromSnapshotAndLog) {
   ASSERT_TRUE(eventually([&] { return histories_equal(c, {1, 2, 3}, 50); }));
   EXPECT_EQ(c.app(2).history(), before);
   EXPECT_NE(propose_somewhere(c, {1, 2, 3}, "set p=new"), 0u);
+}
+
+TEST(RaftDriver, RestartReappliesFromSnapshotAndLog) {
+  restart_reapplies_from_snapshot_and_log(false);
+}
+
+TEST(RaftDriver, RestartReappliesFromSnapshotFileAndLog) {
+  restart_reapplies_from_snapshot_and_log(true);
 }
 
 TEST(RaftDriver, LearnerJoinsIsPromotedAndANodeIsRemoved) {

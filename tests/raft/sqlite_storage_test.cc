@@ -10,9 +10,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <string>
 #include <vector>
@@ -297,6 +299,149 @@ TEST(SqliteRaftStorage, OutOfDateSnapshotWritesNothing) {
   EXPECT_EQ(s->snapshot()->data, "s10");
   EXPECT_EQ(s->last_index(), li(10));
   EXPECT_EQ(s->initial_state().first, HardState{});
+}
+
+int64_t count_rows(const std::string& path, const std::string& where) {
+  sqlite3* db = nullptr;
+  if (sqlite3_open(path.c_str(), &db) != SQLITE_OK) return -1;
+  sqlite3_stmt* st = nullptr;
+  int64_t n = -1;
+  const std::string sql = "SELECT count(*) FROM entries WHERE " + where;
+  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) == SQLITE_OK &&
+      sqlite3_step(st) == SQLITE_ROW) {
+    n = sqlite3_column_int64(st, 0);
+  }
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return n;
+}
+
+std::vector<std::string> snapshot_files(const std::string& dir_of) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::directory_iterator(fs::path(dir_of).parent_path())) {
+    const std::string name = e.path().filename().string();
+    if (name.find(".snap-") != std::string::npos) out.push_back(name);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// Compaction through a snapshot file (the driver writes it off its thread): the snapshot and
+// the log after it survive reopen, the entries up to it go a chunk at a time with the next
+// persists, an older file is removed, and a leader's snapshot supersedes a file.
+TEST(SqliteRaftStorage, CompactsThroughASnapshotFile) {
+  TempDir dir;
+  const std::string path = dir.file("raft.db");
+  const std::vector<Entry> log = ents(1, std::vector<uint64_t>(2000, 1));
+  ConfState conf{{nid(1), nid(2), nid(3)}, {}, {}, {{nid(1), "a:1"}, {nid(2), "b:2"}}};
+  const std::string state1000(300000, 'x');
+  {
+    auto s = open_ok(path, conf);
+    ASSERT_TRUE(s);
+    Ready rd;
+    rd.entries = log;
+    rd.hard_state = HardState{tm(1), nid(1), li(2000)};
+    ASSERT_TRUE(s->persist(rd).ok());
+    auto f = SqliteRaftStorage::write_snapshot_file(path, li(1000), state1000);
+    ASSERT_TRUE(f.ok()) << f.error().message;
+    EXPECT_EQ(f->index, li(1000));
+    EXPECT_EQ(f->size, state1000.size());
+    ASSERT_TRUE(s->compact_to_file(*f, conf, state1000).ok());
+    EXPECT_EQ(s->compact_to_file(*f, conf, state1000).error().code, kErrSnapshotOutOfDate);
+    EXPECT_EQ(s->first_index(), li(1001));
+    EXPECT_EQ(s->snapshot()->data, state1000);
+    // The rows up to 1000 are still on disk: the compaction's transaction was small.
+    EXPECT_EQ(count_rows(path, "idx <= 1000"), 1000);
+  }
+  {
+    auto s = open_ok(path);
+    ASSERT_TRUE(s);
+    EXPECT_EQ(s->first_index(), li(1001));
+    EXPECT_EQ(s->last_index(), li(2000));
+    EXPECT_EQ(all_entries(*s), std::vector<Entry>(log.begin() + 1000, log.end()));
+    Snapshot snap = *s->snapshot();
+    EXPECT_EQ(snap.meta.index, li(1000));
+    EXPECT_EQ(snap.meta.term, tm(1));
+    EXPECT_EQ(snap.meta.conf, conf);  // addresses included
+    EXPECT_EQ(snap.data, state1000);
+    // Each synced persist deletes up to 512 of the leftovers.
+    for (uint64_t i = 2001; i <= 2002; ++i) {
+      Ready rd;
+      rd.entries = ents(i, {1});
+      ASSERT_TRUE(s->persist(rd).ok());
+    }
+    EXPECT_EQ(count_rows(path, "idx <= 1000"), 0);
+    EXPECT_EQ(count_rows(path, "idx > 1000"), 1002);
+    // A newer file replaces the older one.
+    auto f = SqliteRaftStorage::write_snapshot_file(path, li(1500), "state 1500");
+    ASSERT_TRUE(f.ok());
+    ASSERT_TRUE(s->compact_to_file(*f, conf, "state 1500").ok());
+    EXPECT_EQ(snapshot_files(path), std::vector<std::string>{"raft.db.snap-1500"});
+  }
+  {
+    auto s = open_ok(path);
+    ASSERT_TRUE(s);
+    EXPECT_EQ(s->snapshot()->data, "state 1500");
+    EXPECT_EQ(s->first_index(), li(1501));
+    // A leader's snapshot (stored in the database) supersedes the file...
+    Ready rd;
+    rd.snapshot = Snapshot{SnapshotMeta{li(3000), tm(2), conf}, "leader state 3000"};
+    rd.entries = ents(3001, {2, 2});
+    ASSERT_TRUE(s->persist(rd).ok());
+  }
+  {
+    auto s = open_ok(path);
+    ASSERT_TRUE(s);
+    EXPECT_EQ(s->snapshot()->data, "leader state 3000");
+    EXPECT_EQ(s->last_index(), li(3002));
+    // ...until a newer file supersedes it.
+    auto f = SqliteRaftStorage::write_snapshot_file(path, li(3001), "state 3001");
+    ASSERT_TRUE(f.ok());
+    ASSERT_TRUE(s->compact_to_file(*f, conf, "state 3001").ok());
+  }
+  auto s = open_ok(path);
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->snapshot()->data, "state 3001");
+  EXPECT_EQ(s->first_index(), li(3002));
+  EXPECT_EQ(all_entries(*s), ents(3002, {2}));
+  EXPECT_EQ(snapshot_files(path), std::vector<std::string>{"raft.db.snap-3001"});
+}
+
+// A snapshot file that was damaged or lost makes open() fail with a clear error: the node
+// must not vote or lead without the state its log was compacted into.
+TEST(SqliteRaftStorage, DamagedOrMissingSnapshotFileFailsOpen) {
+  TempDir dir;
+  const std::string path = dir.file("raft.db");
+  {
+    auto s = open_ok(path, kConf3);
+    ASSERT_TRUE(s);
+    Ready rd;
+    rd.entries = ents(1, {1, 1, 1, 1});
+    ASSERT_TRUE(s->persist(rd).ok());
+    auto f = SqliteRaftStorage::write_snapshot_file(path, li(3), "state at three");
+    ASSERT_TRUE(f.ok());
+    ASSERT_TRUE(s->compact_to_file(*f, kConf3, "state at three").ok());
+  }
+  const std::string file = path + ".snap-3";
+  {
+    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(2);
+    f.put('Z');
+  }
+  auto r = SqliteRaftStorage::open(path);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, kErrCorruptLog);
+  EXPECT_EQ(r.error().message, "raft snapshot file " + file + ": checksum mismatch");
+  fs::resize_file(file, 10);
+  r = SqliteRaftStorage::open(path);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().message, "raft snapshot file " + file + ": holds 10 bytes, expected 14");
+  fs::remove(file);
+  r = SqliteRaftStorage::open(path);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, kErrCorruptLog);
+  EXPECT_EQ(r.error().message,
+            "raft snapshot file " + file + ": cannot be read: No such file or directory");
 }
 
 // One row edited behind the store's back, and the open() error it must produce.

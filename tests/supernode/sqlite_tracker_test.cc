@@ -1,9 +1,13 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
+#include <iostream>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "supernode/tracker/command.h"
@@ -533,6 +537,55 @@ TEST(SqliteTracker, SnapshotRestoresIntoAFreshFile) {
   replica = open(dir.file("replica.db"));
   EXPECT_EQ(replica->applied_index(), LogIndex(16));
   EXPECT_EQ(snapshot_of(*replica), snapshot_of(*source));
+}
+
+// The supernode's Raft driver reads snapshots on a thread of its own while entries are
+// applied: every one it gets is the state of exactly one applied index, byte for byte what
+// snapshot() returned at that index; the reader needs no tracker object.
+TEST(SqliteTracker, ConcurrentSnapshotIsTheStateOfOneIndex) {
+  TempDir dir;
+  auto source = open(dir.file("source.db"));
+  Client c("c1");
+  constexpr uint64_t kEntries = 300;
+  std::vector<std::string> at{snapshot_of(*source)};  // at[i]: snapshot() after index i
+  auto read = source->concurrent_snapshot();
+  ASSERT_TRUE(read);
+  std::vector<TrackerStateMachine::IndexedSnapshot> seen;
+  std::atomic<bool> done{false};
+  std::thread reader([&] {
+    while (!done.load()) {
+      auto s = read();
+      ASSERT_TRUE(s.ok()) << s.error().message;
+      seen.push_back(std::move(*s));
+    }
+  });
+  for (uint64_t i = 1; i <= kEntries; ++i) {
+    ASSERT_TRUE(source
+                    ->apply(LogIndex(i), c(KvPut{"k/" + std::to_string(i % 37),
+                                                 std::string(200, static_cast<char>('a' + i % 26)),
+                                                 std::nullopt}))
+                    .ok());
+    at.push_back(snapshot_of(*source));
+  }
+  done = true;
+  reader.join();
+  ASSERT_FALSE(seen.empty());
+  std::set<uint64_t> indexes;
+  for (const auto& s : seen) {
+    ASSERT_LE(s.index.get(), kEntries);
+    EXPECT_EQ(s.data, at[s.index.get()]) << "read at index " << s.index.get();
+    indexes.insert(s.index.get());
+  }
+  std::cerr << seen.size() << " reads at " << indexes.size() << " distinct indexes\n";
+  source.reset();
+  auto last = read();  // the tracker object is gone; the file is not
+  ASSERT_TRUE(last.ok()) << last.error().message;
+  EXPECT_EQ(last->index, LogIndex(kEntries));
+  EXPECT_EQ(last->data, at.back());
+  // And it restores like any snapshot.
+  auto replica = open(dir.file("replica.db"));
+  ASSERT_TRUE(replica->restore(last->index, last->data).ok());
+  EXPECT_EQ(snapshot_of(*replica), at.back());
 }
 
 TEST(SqliteTracker, RestoreReplacesEverythingAndTakesTheGivenIndex) {
