@@ -9,7 +9,9 @@
 #include <filesystem>
 #include <libtorrent/add_torrent_params.hpp>
 #include <libtorrent/alert_types.hpp>
+#include <libtorrent/extensions.hpp>
 #include <libtorrent/extensions/smart_ban.hpp>
+#include <libtorrent/peer_connection_handle.hpp>
 #include <libtorrent/peer_info.hpp>
 #include <libtorrent/session.hpp>
 #include <libtorrent/session_params.hpp>
@@ -20,9 +22,11 @@
 #include <libtorrent/torrent_info.hpp>
 #include <libtorrent/torrent_status.hpp>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 
+#include "peer/engine/reveal_plan.h"
 #include "peer/engine/session_settings.h"
 
 namespace starling::peer {
@@ -104,6 +108,113 @@ lt::settings_pack engine_session_settings(const EngineConfig& config) {
 }
 
 namespace {
+
+// Seed sharing (peer/engine/README.md). The seed's half: every connection of a seeded torrent
+// is shown pieces by a RevealPlan, a few at a time, as BitTorrent HAVE messages written after
+// libtorrent's own have-all, and its extension handshake says so; the downloaders' half
+// (FromSeed) then ignores that have-all, so they ask the seed only for what it showed them.
+// Plugins run on libtorrent's network thread only.
+constexpr int kRevealWindow = 4;  // pieces shown to a downloader and not yet had by it
+// In the seed's extension handshake, which BitTorrent sends before its have-all.
+constexpr char kSeedShareKey[] = "starling_seed_share";
+
+class SeedSharePeer final : public lt::peer_plugin {
+ public:
+  SeedSharePeer(std::shared_ptr<RevealPlan> plan, const lt::peer_connection_handle& pc)
+      : plan_(std::move(plan)), pc_(pc), slot_(plan_->add_peer()) {}
+  ~SeedSharePeer() override { release(); }
+
+  void add_handshake(lt::entry& h) override { h[kSeedShareKey] = 1; }
+  void on_disconnect(const lt::error_code&) override { release(); }
+  bool on_have(lt::piece_index_t piece) override {
+    if (slot_ >= 0) plan_->peer_has(slot_, static_cast<int>(piece));
+    top_up();
+    return false;  // libtorrent still handles every message
+  }
+  bool on_bitfield(const lt::bitfield& bits) override {
+    for (int i = 0; slot_ >= 0 && i < bits.size(); ++i) {
+      if (bits.get_bit(i)) plan_->peer_has(slot_, i);
+    }
+    top_up();
+    return false;
+  }
+  bool on_have_all() override {
+    for (int i = 0; slot_ >= 0 && i < plan_->pieces(); ++i) plan_->peer_has(slot_, i);
+    return false;
+  }
+  bool on_have_none() override {
+    top_up();
+    return false;
+  }
+  void tick() override { top_up(); }  // once a second: whatever the events missed
+
+ private:
+  void release() {
+    if (slot_ >= 0) plan_->remove_peer(slot_);
+    slot_ = -1;
+  }
+  void top_up() {
+    if (slot_ < 0 || pc_.in_handshake() || pc_.is_disconnecting()) return;
+    while (plan_->outstanding(slot_) < kRevealWindow) {
+      const int piece = plan_->next_for(slot_);
+      if (piece < 0) return;
+      const auto p = static_cast<uint32_t>(piece);
+      const char have[9] = {0,
+                            0,
+                            0,
+                            5,
+                            4,  // length 5, message 4: HAVE, piece (big endian)
+                            static_cast<char>(p >> 24),
+                            static_cast<char>((p >> 16) & 0xff),
+                            static_cast<char>((p >> 8) & 0xff),
+                            static_cast<char>(p & 0xff)};
+      pc_.send_buffer(have, static_cast<int>(sizeof have));
+    }
+  }
+
+  std::shared_ptr<RevealPlan> plan_;
+  lt::peer_connection_handle pc_;
+  int slot_;
+};
+
+class SeedShare final : public lt::torrent_plugin {
+ public:
+  explicit SeedShare(int pieces) : plan_(std::make_shared<RevealPlan>(pieces)) {}
+  std::shared_ptr<lt::peer_plugin> new_connection(const lt::peer_connection_handle& pc) override {
+    return std::make_shared<SeedSharePeer>(plan_, pc);
+  }
+
+ private:
+  std::shared_ptr<RevealPlan> plan_;
+};
+
+// The downloaders' half: a connection whose extension handshake says the other end is a
+// sharing seed drops its have-all (or bitfield) and so sees only the pieces it is shown.
+class FromSeed final : public lt::peer_plugin {
+ public:
+  bool on_extension_handshake(const lt::bdecode_node& h) override {
+    sharing_ = h.dict_find_int_value(kSeedShareKey, 0) == 1;
+    return true;
+  }
+  bool on_have_all() override { return sharing_; }  // true: handled, libtorrent never sees it
+  bool on_bitfield(const lt::bitfield&) override { return sharing_; }
+  // The seed is upload-only, and between the pieces it shows this node may have nothing to
+  // ask it for: libtorrent would close the connection as an "uninteresting upload-only peer"
+  // (and does so even on the HAVE that shows the last piece, before it updates its interest).
+  bool can_disconnect(const lt::error_code& ec) override {
+    return !(sharing_ && ec == lt::errors::uninteresting_upload_peer);
+  }
+
+ private:
+  bool sharing_ = false;
+};
+
+class SeedSharing final : public lt::torrent_plugin {
+ public:
+  std::shared_ptr<lt::peer_plugin> new_connection(const lt::peer_connection_handle&) override {
+    return std::make_shared<FromSeed>();
+  }
+};
 
 TorrentState map_state(const lt::torrent_status& st) {
   if (st.errc) return TorrentState::kError;
@@ -200,8 +311,10 @@ class LibtorrentEngine final : public TorrentEngine {
     p.state = map_state(st);
     p.total_bytes = st.total_wanted;
     p.done_bytes = st.total_wanted_done;
-    p.downloaded_bytes = st.all_time_download;
-    p.uploaded_bytes = st.all_time_upload;
+    // Since the torrent was added (no resume data: its whole life). Not all_time_*: those
+    // are brought up to date once a second, so a transfer shorter than that read as 0.
+    p.downloaded_bytes = st.total_payload_download;
+    p.uploaded_bytes = st.total_payload_upload;
     p.num_peers = st.num_peers;
     std::lock_guard lock(mutex_);
     auto it = tasks_.find(task);
@@ -295,6 +408,16 @@ class LibtorrentEngine final : public TorrentEngine {
     if (seed) {
       atp.flags |= lt::torrent_flags::seed_mode;
       atp.verified_pieces.resize(atp.ti->num_pieces(), true);
+      atp.extensions.push_back(
+          [pieces = atp.ti->num_pieces()](
+              const lt::torrent_handle&, lt::client_data_t) -> std::shared_ptr<lt::torrent_plugin> {
+            return std::make_shared<SeedShare>(pieces);
+          });
+    } else {
+      atp.extensions.push_back(
+          [](const lt::torrent_handle&, lt::client_data_t) -> std::shared_ptr<lt::torrent_plugin> {
+            return std::make_shared<SeedSharing>();
+          });
     }
 
     std::lock_guard lock(mutex_);  // libtorrent never waits on this mutex: no deadlock

@@ -42,8 +42,8 @@ struct TorrentProgress {
   TorrentState state = TorrentState::kChecking;
   int64_t total_bytes = 0;
   int64_t done_bytes = 0;        // verified bytes on disk
-  int64_t downloaded_bytes = 0;  // payload received from peers, all time
-  int64_t uploaded_bytes = 0;    // payload sent to peers, all time
+  int64_t downloaded_bytes = 0;  // payload received from peers since the torrent was added
+  int64_t uploaded_bytes = 0;    // payload sent to peers since the torrent was added
   int num_peers = 0;
   std::string error;            // set when state == kError
   std::string last_peer_error;  // the last peer/TLS failure of this torrent, for diagnostics

@@ -1,0 +1,80 @@
+#include "peer/engine/reveal_plan.h"
+
+#include <cstdlib>
+
+namespace starling::peer {
+
+RevealPlan::RevealPlan(int pieces) : count_(static_cast<size_t>(pieces > 0 ? pieces : 0), 0) {}
+
+RevealPlan::Peer& RevealPlan::at(int peer) {
+  if (peer < 0 || static_cast<size_t>(peer) >= peers_.size() ||
+      !peers_[static_cast<size_t>(peer)].live) {
+    std::abort();  // a slot this plan never gave out: a caller bug
+  }
+  return peers_[static_cast<size_t>(peer)];
+}
+
+const RevealPlan::Peer& RevealPlan::at(int peer) const {
+  return const_cast<RevealPlan*>(this)->at(peer);
+}
+
+int RevealPlan::add_peer() {
+  size_t slot = 0;
+  while (slot < peers_.size() && peers_[slot].live) ++slot;
+  if (slot == peers_.size()) peers_.emplace_back();
+  Peer& p = peers_[slot];
+  p.live = true;
+  p.state.assign(count_.size(), kNone);
+  p.outstanding = 0;
+  return static_cast<int>(slot);
+}
+
+void RevealPlan::remove_peer(int peer) {
+  Peer& p = at(peer);
+  for (size_t i = 0; i < p.state.size(); ++i) {
+    if (p.state[i] != kNone) --count_[i];
+  }
+  p.live = false;
+  p.state.clear();
+  p.outstanding = 0;
+}
+
+void RevealPlan::peer_has(int peer, int piece) {
+  Peer& p = at(peer);
+  if (piece < 0 || static_cast<size_t>(piece) >= count_.size()) return;  // a bad HAVE
+  uint8_t& s = p.state[static_cast<size_t>(piece)];
+  if (s == kHas) return;
+  if (s == kShown) {
+    --p.outstanding;
+  } else {
+    ++count_[static_cast<size_t>(piece)];
+  }
+  s = kHas;
+}
+
+int RevealPlan::outstanding(int peer) const { return at(peer).outstanding; }
+
+int RevealPlan::next_for(int peer) {
+  Peer& p = at(peer);
+  const size_t n = count_.size();
+  if (n == 0) return -1;
+  // Slots 0, 1, 2, ... start at 0, n/2, n/4, 3n/4, ...: apart, whatever the number of slots.
+  size_t offset = 0;
+  for (size_t bit = 1, k = static_cast<size_t>(peer); k != 0; bit <<= 1, k >>= 1) {
+    if (k & 1) offset += n / (bit * 2);
+  }
+  int best = -1;
+  for (size_t j = 0; j < n; ++j) {
+    const size_t i = (offset + j) % n;
+    if (p.state[i] != kNone) continue;
+    if (best < 0 || count_[i] < count_[static_cast<size_t>(best)]) best = static_cast<int>(i);
+    if (count_[i] == 0) break;  // nobody has it: as rare as it gets
+  }
+  if (best < 0) return -1;
+  p.state[static_cast<size_t>(best)] = kShown;
+  ++p.outstanding;
+  ++count_[static_cast<size_t>(best)];
+  return best;
+}
+
+}  // namespace starling::peer

@@ -1,0 +1,53 @@
+// RevealPlan: which piece a segment's seed shows each downloader next (the seed's half of
+// "seed sharing", peer/engine/README.md). Pure: no libtorrent, no I/O, no clock.
+//
+// Every downloader would otherwise ask the seed for whatever it lacks, and libtorrent picks
+// independently in each of them: the seed sent each piece to 2.2 downloaders on average and its
+// uplink, not the downloaders', bounded the swarm (docs/bench/headline.md). With a plan the
+// seed shows a downloader only a few pieces at a time (`window`), each time the piece the
+// fewest downloaders have or were shown, so every piece leaves the seed about once and the
+// downloaders trade the rest among themselves.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace starling::peer {
+
+class RevealPlan {
+ public:
+  explicit RevealPlan(int pieces);
+
+  // A new downloader: its slot (slots of removed downloaders are reused).
+  int add_peer();
+  // The downloader left: what it had or was shown no longer counts.
+  void remove_peer(int peer);
+  // The downloader has `piece` (it said so: HAVE, a bitfield, have-all).
+  void peer_has(int peer, int piece);
+  // Pieces shown to `peer` that it does not have yet.
+  int outstanding(int peer) const;
+  // The next piece to show `peer`, marked shown: one it neither has nor was shown, the one the
+  // fewest downloaders have or were shown; among equals the first at or after an offset that
+  // differs per slot (so downloaders starting together start apart). -1 when there is none.
+  int next_for(int peer);
+
+  int pieces() const { return static_cast<int>(count_.size()); }
+  // How many downloaders have or were shown `piece`.
+  int count(int piece) const { return count_[static_cast<size_t>(piece)]; }
+
+ private:
+  enum : uint8_t { kNone = 0, kShown = 1, kHas = 2 };
+  struct Peer {
+    bool live = false;
+    std::vector<uint8_t> state;  // per piece: kNone, kShown or kHas
+    int outstanding = 0;
+  };
+  Peer& at(int peer);
+  const Peer& at(int peer) const;
+
+  std::vector<int> count_;  // per piece: live downloaders with kShown or kHas
+  std::vector<Peer> peers_;
+};
+
+}  // namespace starling::peer

@@ -1,0 +1,160 @@
+// RevealPlan, the pure core of seed sharing: which piece a seed shows each downloader next.
+#include "peer/engine/reveal_plan.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <random>
+#include <set>
+#include <vector>
+
+namespace starling::peer {
+namespace {
+
+// Downloaders asking in turn, each keeping `window` pieces shown: the first `pieces` pieces
+// shown are all different (each leaves the seed once before any leaves it twice).
+TEST(RevealPlan, EveryPieceIsShownOnceBeforeAnyTwice) {
+  for (int peers : {1, 2, 3, 8, 13}) {
+    RevealPlan plan(64);
+    std::vector<int> slots;
+    for (int p = 0; p < peers; ++p) slots.push_back(plan.add_peer());
+    std::vector<int> shown;
+    for (int round = 0; shown.size() < 64; ++round) {
+      for (int s : slots) {
+        const int piece = plan.next_for(s);
+        ASSERT_GE(piece, 0);
+        shown.push_back(piece);
+        plan.peer_has(s, piece);  // it downloaded it at once
+      }
+    }
+    std::set<int> distinct(shown.begin(), shown.begin() + 64);
+    EXPECT_EQ(distinct.size(), 64u) << peers << " downloaders";
+  }
+}
+
+TEST(RevealPlan, DownloadersStartingTogetherStartApart) {
+  RevealPlan plan(64);
+  std::vector<int> first;
+  for (int p = 0; p < 4; ++p) first.push_back(plan.next_for(plan.add_peer()));
+  EXPECT_EQ(first, (std::vector<int>{0, 32, 16, 48}));
+}
+
+TEST(RevealPlan, PrefersThePieceFewestHaveAndNeverShowsOneTwiceToTheSamePeer) {
+  RevealPlan plan(4);
+  const int a = plan.add_peer();
+  const int b = plan.add_peer();
+  const int c = plan.add_peer();
+  plan.peer_has(a, 0);
+  plan.peer_has(a, 1);
+  plan.peer_has(b, 1);
+  plan.peer_has(b, 2);
+  // Counts: 0 -> 1, 1 -> 2, 2 -> 1, 3 -> 0.
+  EXPECT_EQ(plan.next_for(c), 3);
+  EXPECT_EQ(plan.count(3), 1);
+  EXPECT_EQ(plan.next_for(c), 2);  // 0 and 2 tie at 1: the first from c's offset (slot 2: 1)
+  EXPECT_EQ(plan.next_for(c), 0);
+  EXPECT_EQ(plan.next_for(c), 1);
+  EXPECT_EQ(plan.next_for(c), -1);  // shown everything
+  EXPECT_EQ(plan.outstanding(c), 4);
+  plan.peer_has(c, 3);
+  plan.peer_has(c, 3);  // a repeated HAVE changes nothing
+  EXPECT_EQ(plan.outstanding(c), 3);
+  EXPECT_EQ(plan.count(3), 1);
+  // b has 1 and 2: it is shown 3 (count 1) before 0 (count 2).
+  EXPECT_EQ(plan.next_for(b), 3);
+  EXPECT_EQ(plan.next_for(b), 0);
+  EXPECT_EQ(plan.next_for(b), -1);
+  plan.peer_has(b, 99);  // a HAVE for a piece that does not exist is ignored
+  plan.peer_has(b, -1);
+  EXPECT_EQ(plan.outstanding(b), 2);
+}
+
+TEST(RevealPlan, ALeavingDownloaderNoLongerCounts) {
+  RevealPlan plan(2);
+  const int a = plan.add_peer();
+  EXPECT_EQ(plan.next_for(a), 0);
+  plan.peer_has(a, 1);
+  EXPECT_EQ(plan.count(0), 1);
+  EXPECT_EQ(plan.count(1), 1);
+  plan.remove_peer(a);
+  EXPECT_EQ(plan.count(0), 0);
+  EXPECT_EQ(plan.count(1), 0);
+  const int b = plan.add_peer();
+  EXPECT_EQ(b, a);  // the slot is reused, clean
+  EXPECT_EQ(plan.outstanding(b), 0);
+  EXPECT_EQ(plan.next_for(b), 0);
+}
+
+TEST(RevealPlan, NoPiecesNoReveals) {
+  RevealPlan plan(0);
+  EXPECT_EQ(plan.next_for(plan.add_peer()), -1);
+}
+
+// Random joins, leaves, HAVEs and reveals; after every step each piece's count is the number
+// of live downloaders that have it or were shown it, and each outstanding() is the number of
+// pieces shown to it that it does not have. Seeded; the seed is printed.
+TEST(RevealPlan, CountsStayExactUnderRandomEvents) {
+  const uint64_t seed = std::random_device{}();
+  std::printf("RevealPlan random events seed %llu\n", static_cast<unsigned long long>(seed));
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (int run = 0; run < 200; ++run) {
+    const int pieces = static_cast<int>(rng() % 20);
+    RevealPlan plan(pieces);
+    // The model: per live slot, per piece: 0 none, 1 shown, 2 has.
+    std::vector<std::vector<int>> model;
+    std::vector<bool> live;
+    for (int step = 0; step < 300; ++step) {
+      const int what = static_cast<int>(rng() % 10);
+      std::vector<int> slots;
+      for (size_t s = 0; s < live.size(); ++s) {
+        if (live[s]) slots.push_back(static_cast<int>(s));
+      }
+      if (what == 0 || slots.empty()) {
+        const int s = plan.add_peer();
+        if (static_cast<size_t>(s) >= live.size()) {
+          live.resize(static_cast<size_t>(s) + 1, false);
+          model.resize(static_cast<size_t>(s) + 1);
+        }
+        ASSERT_FALSE(live[static_cast<size_t>(s)]);
+        live[static_cast<size_t>(s)] = true;
+        model[static_cast<size_t>(s)].assign(static_cast<size_t>(pieces), 0);
+        continue;
+      }
+      const int s = slots[rng() % slots.size()];
+      auto& m = model[static_cast<size_t>(s)];
+      if (what == 1) {
+        plan.remove_peer(s);
+        live[static_cast<size_t>(s)] = false;
+      } else if (what < 5 && pieces > 0) {
+        const int piece = static_cast<int>(rng() % static_cast<uint64_t>(pieces));
+        plan.peer_has(s, piece);
+        m[static_cast<size_t>(piece)] = 2;
+      } else {
+        const int piece = plan.next_for(s);
+        if (piece < 0) {
+          for (int v : m) ASSERT_NE(v, 0) << "a piece was left unshown";
+        } else {
+          ASSERT_EQ(m[static_cast<size_t>(piece)], 0) << "shown twice or had";
+          m[static_cast<size_t>(piece)] = 1;
+        }
+      }
+      for (int i = 0; i < pieces; ++i) {
+        int expect = 0;
+        for (size_t t = 0; t < live.size(); ++t) {
+          if (live[t] && model[t][static_cast<size_t>(i)] != 0) ++expect;
+        }
+        ASSERT_EQ(plan.count(i), expect) << "piece " << i << " at step " << step;
+      }
+      for (size_t t = 0; t < live.size(); ++t) {
+        if (!live[t]) continue;
+        int shown = 0;
+        for (int v : model[t]) shown += v == 1 ? 1 : 0;
+        ASSERT_EQ(plan.outstanding(static_cast<int>(t)), shown);
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace starling::peer
