@@ -171,8 +171,6 @@ std::string encode_snapshot(const Snapshot& s) {
   out += s.data;
   return out;
 }
-std::string idx_str_of(LogIndex i) { return std::to_string(i.get()); }
-
 // Rows written before member addresses existed end after the conf; the addresses follow it.
 std::string encode_conf_row(LogIndex applied, const ConfState& c) {
   std::string out;
@@ -188,10 +186,6 @@ std::string encode_snapshot_addresses(const Snapshot& s) {
   put_u64(out, s.meta.index.get());
   put_addresses(out, s.meta.conf.addresses);
   return out;
-}
-
-std::string snapshot_file_name(const std::string& db_path, LogIndex i) {
-  return db_path + ".snap-" + idx_str_of(i);
 }
 
 uint32_t row_checksum(const char* key, const std::string& value) {
@@ -231,6 +225,10 @@ int bind_blob(sqlite3_stmt* s, int col, const std::string& v) {
 sqlite3_int64 to_sql(uint64_t v) { return static_cast<sqlite3_int64>(v); }
 
 std::string idx_str(LogIndex i) { return std::to_string(i.get()); }
+
+std::string snapshot_file_name(const std::string& db_path, LogIndex i) {
+  return db_path + ".snap-" + idx_str(i);
+}
 
 Error corrupt(std::string message) { return make_error(kErrCorruptLog, std::move(message)); }
 

@@ -443,11 +443,7 @@ class SqliteTracker final : public TrackerStateMachine {
   }
 
   Result<std::string> snapshot() const override {
-    std::lock_guard lock(mu_);
-    // One read transaction: the tables and applied_index of one moment.
-    if (Status st = exec("BEGIN;"); !st.ok()) return st.error();
-    auto data = read_everything();
-    (void)exec("COMMIT;");
+    auto data = read_one_moment();
     if (!data.ok()) return data.error();
     return encode_snapshot(*data);
   }
@@ -458,13 +454,9 @@ class SqliteTracker final : public TrackerStateMachine {
       // began and never blocks the writer (nor the writer it).
       SqliteTracker reader;
       if (Status st = reader.open(path); !st.ok()) return st.error();
-      std::lock_guard lock(reader.mu_);
-      if (Status st = reader.exec("BEGIN;"); !st.ok()) return st.error();
-      auto data = reader.read_everything();
-      (void)reader.exec("COMMIT;");
+      auto data = reader.read_one_moment();
       if (!data.ok()) return data.error();
-      const LogIndex index = data->applied_index;
-      return IndexedSnapshot{index, encode_snapshot(*data)};
+      return IndexedSnapshot{data->applied_index, encode_snapshot(*data)};
     };
   }
 
@@ -844,6 +836,15 @@ class SqliteTracker final : public TrackerStateMachine {
       if (Status st = step_done(s, "restore result"); !st.ok()) return st;
     }
     return write_applied(index.get());
+  }
+
+  // Everything in one read transaction: the tables and applied_index of one moment.
+  Result<SnapshotData> read_one_moment() const {
+    std::lock_guard lock(mu_);
+    if (Status st = exec("BEGIN;"); !st.ok()) return st.error();
+    auto data = read_everything();
+    (void)exec("COMMIT;");
+    return data;
   }
 
   // REQUIRES: mu_ held.
