@@ -559,11 +559,11 @@ Status SqliteRaftStorage::persist(const Ready& rd) {
     return {};
   }
   const Snapshot* snap = rd.snapshot ? &*rd.snapshot : nullptr;
-  Snapshot current = *cache_.snapshot();
-  if (snap && snap->meta.index <= current.meta.index && !current.empty()) {
+  const LogIndex current = cache_.snapshot_meta().index;
+  if (snap && snap->meta.index <= current && current != LogIndex{0}) {
     return make_error(kErrSnapshotOutOfDate,
                       "raft storage: snapshot idx=" + idx_str(snap->meta.index) +
-                          " not newer than idx=" + idx_str(current.meta.index));
+                          " not newer than idx=" + idx_str(current));
   }
   // The log as it will be after the snapshot, to place the entries.
   LogIndex first = snap ? snap->meta.index + 1 : cache_.first_index();
@@ -602,7 +602,7 @@ Status SqliteRaftStorage::persist(const Ready& rd) {
 
   // Entries a compact_to_file() left below the snapshot go a chunk at a time, in the
   // transactions that are synced anyway.
-  const LogIndex snap_index = cache_.snapshot()->meta.index;
+  const LogIndex snap_index = cache_.snapshot_meta().index;
   const LogIndex trim_to =
       snap ? snap->meta.index : std::min(snap_index, trimmed_upto_ + kTrimChunk);
   Db& d = *db_;
@@ -648,7 +648,7 @@ Status SqliteRaftStorage::persist(const Ready& rd) {
 }
 
 Status SqliteRaftStorage::check_compaction(LogIndex i) const {
-  const LogIndex snap = cache_.snapshot()->meta.index;
+  const LogIndex snap = cache_.snapshot_meta().index;
   if (i <= snap) {
     return make_error(kErrSnapshotOutOfDate, "raft storage: compact idx=" + idx_str(i) +
                                                  " not after snapshot idx=" + idx_str(snap));

@@ -54,6 +54,8 @@ class MemoryStorage final : public Storage {
   LogIndex first_index() const override;
   LogIndex last_index() const override;
   Result<Snapshot> snapshot() const override;
+  // The latest snapshot's metadata, without copying its data (which may be tens of MB).
+  const SnapshotMeta& snapshot_meta() const { return snapshot_.meta; }
 
   void set_hard_state(const HardState& hs) { hard_state_ = hs; }
   const HardState& hard_state() const { return hard_state_; }
