@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The Raft benchmark (issue 3 item 5), one command (root for apt-get; Debian 12):
-#   bench/raft_bench.sh [--clients 1,64] [--seconds 10] [--value-size 256] [--trials 20]
+#   bench/raft_bench.sh [--clients 1,64] [--seconds 10] [--rounds 3] [--value-size 256] [--trials 20]
 #                       [--no-etcd-failover] [--only etcd|starling] [--out docs/bench/raft]
 #   STARLING_BUILD=dir bench/raft_bench.sh     # use dir/cli/starling and dir/bench/kv_bench
 # Installs etcd-server if it is missing, builds starling and kv_bench into build/release
 # (STARLING_JOBS jobs, default 1) unless STARLING_BUILD is given, then runs bench/raft_bench.py:
 # a 3-member etcd and a 3-member Starling cluster on loopback, writes/s and latency at each
-# client count, 20 leader kill -9 failover trials; writes docs/bench/raft.{md,json}.
+# client count (3 rounds, the two systems alternating; the median round counts), 20 leader
+# kill -9 failover trials; writes docs/bench/raft.{md,json}.
 # Every process and the temp dir are removed on exit, Ctrl-C included (RAFT_BENCH_KEEP=1
-# keeps the dir with every process's log). About 4 minutes after the build.
+# keeps the dir with every process's log). About 6 minutes after the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
