@@ -516,8 +516,8 @@ def write_report(path, meta, loads, failovers):
                 q = (f"{fmt(ratio(s['writes_per_s'], e['writes_per_s']), 2)} x" if e and s
                      else "")
                 lines.append(f"| {c} | {rnd} | {cell(e)} | {cell(s)} | {q} |")
-    lines += ["", "Starling / etcd (median rounds):", "", "| clients | writes/s | p50 | p99 |",
-              "|---:|---:|---:|---:|"]
+    lines += ["", "Starling / etcd" + (" (median rounds):" if rounds > 1 else ":"), "",
+              "| clients | writes/s | p50 | p99 |", "|---:|---:|---:|---:|"]
     for c in meta["clients"]:
         e, s = by.get(("etcd", c)), by.get(("starling", c))
         if e and s:
