@@ -505,14 +505,14 @@ def write_report(path, meta, loads, failovers):
         lines += ["", "Every round (writes/s, p99 ms; etcd and Starling of one round ran back to "
                   "back):", "", "| clients | round | etcd | Starling | Starling / etcd |",
                   "|---:|---:|---|---|---:|"]
+        rows = {(r["backend"], r["clients"], r.get("round")): r for r in loads}
+
+        def cell(r):
+            return f"{fmt(r['writes_per_s'], 0)}, {fmt(r['p99_ms'], 1)}" if r else "not run"
+
         for c in meta["clients"]:
             for rnd in range(1, rounds + 1):
-                e = next((r for r in loads if r["backend"] == "etcd" and r["clients"] == c
-                          and r.get("round") == rnd), None)
-                s = next((r for r in loads if r["backend"] == "starling" and r["clients"] == c
-                          and r.get("round") == rnd), None)
-                cell = lambda r: (f"{fmt(r['writes_per_s'], 0)}, {fmt(r['p99_ms'], 1)}"
-                                  if r else "not run")
+                e, s = rows.get(("etcd", c, rnd)), rows.get(("starling", c, rnd))
                 q = (f"{fmt(ratio(s['writes_per_s'], e['writes_per_s']), 2)} x" if e and s
                      else "")
                 lines.append(f"| {c} | {rnd} | {cell(e)} | {cell(s)} | {q} |")
