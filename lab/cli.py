@@ -102,7 +102,9 @@ def main(argv: list[str]) -> int:
           f"{r['origin_http_bytes'] / r['size_bytes']:.3f} x file; requests: "
           + "; ".join(r["origin_requests"]))
     print(f"  from seed {r['from_seed_bytes'] / MIB:.1f} MiB (seeder {r['seeder_ip']}), from "
-          f"peers {r['from_peers_bytes'] / MIB:.1f} MiB; CPU {r['cpu_per_gib']:.1f} s/GiB; "
+          f"peers {r['from_peers_bytes'] / MIB:.1f} MiB; CPU {r['cpu_per_gib']:.1f} s/GiB "
+          f"(supernodes {r['supernode_cpu']:.1f} s, daemons {r['daemon_cpu']:.1f} s, gets "
+          f"{r['get_cpu']:.1f} s); "
           f"longest stall {r['stall']['stall_s']:.2f} s")
     for f in r["faults"]:
         print(f"  fault: {f}")

@@ -588,6 +588,8 @@ class StarlingPhase:
             "supernode_order": [self.addrs[k] for k in self.order],
             "from_peers_bytes": peer_up, "from_seed_bytes": max(0, received - peer_up),
             "supernode_cpu": sum(p.cpu_seconds or 0 for p in self.supers),
+            "daemon_cpu": sum(p.cpu_seconds or 0 for p in self.daemons),
+            "get_cpu": sum(p.cpu_seconds or 0 for p in self.gets),
             "faults": self.faults,
             "get_exit_codes": [g.exit_code for g in self.gets],
             "stall": api, "wire_stall": wire_stall, "samples": len(self.samples),
