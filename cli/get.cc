@@ -1,20 +1,26 @@
 // `starling get URL -o FILE`: registers the task with the local peer daemon, shows progress,
 // and writes FILE atomically (temp file in the same directory, fsync, rename) after checking
-// the bytes once more against the origin's SHA-256.
+// the bytes once more against the origin's SHA-256. Each segment is copied into the temp file
+// as soon as it and every one before it are complete, while later ones still download, so
+// little copying is left once the last one arrives.
 #include "cli/get.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <memory>
 #include <nlohmann/json.hpp>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "common/task_id.h"
 #include "crypto/hash.h"
@@ -51,32 +57,23 @@ class PendingOutput {
     return {};
   }
 
-  // Copies `sources`, in order, into the temp file while hashing them; returns the SHA-256 hex
-  // of the whole.
-  Result<std::string> fill_from(const std::vector<std::string>& sources) {
-    crypto::Sha256 hash;
-    std::vector<char> buf(1 << 20);
-    for (const auto& source : sources) {
-      if (Status st = append(source, hash, buf); !st) return st.error();
-    }
-    return hash.finish_hex();
-  }
-
-  Status append(const std::string& source, crypto::Sha256& hash, std::vector<char>& buf) {
+  // Appends `source` to the temp file and to the running SHA-256 of what was written.
+  Status append(const std::string& source) {
     int in = ::open(source.c_str(), O_RDONLY | O_CLOEXEC);
     if (in < 0)
       return make_error("get.output", "cannot read " + source + ": " + std::strerror(errno));
+    buf_.resize(1 << 20);
     while (true) {
-      ssize_t n = ::read(in, buf.data(), buf.size());
+      ssize_t n = ::read(in, buf_.data(), buf_.size());
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) {
         ::close(in);
         return make_error("get.output", "cannot read " + source + ": " + std::strerror(errno));
       }
       if (n == 0) break;
-      hash.update(buf.data(), static_cast<size_t>(n));
+      hash_->update(buf_.data(), static_cast<size_t>(n));
       for (ssize_t off = 0; off < n;) {
-        ssize_t w = ::write(fd_, buf.data() + off, static_cast<size_t>(n - off));
+        ssize_t w = ::write(fd_, buf_.data() + off, static_cast<size_t>(n - off));
         if (w < 0 && errno == EINTR) continue;
         if (w < 0) {
           ::close(in);
@@ -86,9 +83,14 @@ class PendingOutput {
       }
     }
     ::close(in);
+    appended_.push_back(source);
     return {};
   }
+  // The files appended so far, in order.
+  const std::vector<std::string>& appended() const { return appended_; }
 
+  // The SHA-256 hex of everything appended; once, before commit().
+  std::string finish_hex() { return hash_->finish_hex(); }
   Status commit() {
     if (::fsync(fd_) != 0 || ::close(fd_) != 0) {
       fd_ = -1;
@@ -106,7 +108,29 @@ class PendingOutput {
   std::string output_;
   std::string temp_;
   int fd_ = -1;
+  std::unique_ptr<crypto::Sha256> hash_ = std::make_unique<crypto::Sha256>();
+  std::vector<char> buf_;
+  std::vector<std::string> appended_;
 };
+
+// Appends to `pending` every segment of the daemon's task `status` that is complete and
+// follows the ones already appended without a gap, so that most of the copy is done while
+// later segments are still downloading.
+Status append_complete_segments(const json& status, PendingOutput& pending) {
+  auto segments = status.find("segments");
+  if (segments == status.end() || !segments->is_array()) return {};
+  for (const auto& seg : *segments) {
+    if (!seg.is_object()) continue;
+    const size_t next = pending.appended().size();
+    const auto index = seg.value("index", int64_t{-1});
+    if (index < 0 || static_cast<size_t>(index) < next) continue;
+    if (static_cast<size_t>(index) > next || !seg.value("complete", false)) break;
+    const std::string path = seg.value("path", "");
+    if (path.empty()) break;
+    if (Status st = pending.append(path); !st) return st;
+  }
+  return {};
+}
 
 std::string mib(int64_t bytes) {
   char buf[32];
@@ -184,6 +208,7 @@ int run_get(const ParsedArgs& args) {
       return fail(e.value("message", "download failed"));
     }
     if (state == "done") break;
+    if (auto ok = append_complete_segments(status, pending); !ok) return fail(ok.error().message);
     if (!quiet) {
       const int64_t total = status.value("total_bytes", int64_t{0});
       const int64_t done = status.value("done_bytes", int64_t{0});
@@ -214,16 +239,25 @@ int run_get(const ParsedArgs& args) {
     if (!part.is_string()) return fail("peer daemon sent a bad content file list");
     parts.push_back(part.get<std::string>());
   }
-  auto sum = pending.fill_from(parts);
-  if (!sum) return fail(sum.error().message);
+  // Most segments were appended while downloading (the daemon names the same files in
+  // "segments" and "parts"); the rest now.
+  const auto& appended = pending.appended();
+  if (appended.size() > parts.size() ||
+      !std::equal(appended.begin(), appended.end(), parts.begin())) {
+    return fail("peer daemon listed other content files than the segments it reported complete");
+  }
+  for (size_t i = appended.size(); i < parts.size(); ++i) {
+    if (auto ok = pending.append(parts[i]); !ok) return fail(ok.error().message);
+  }
+  const std::string sum = pending.finish_hex();
   const std::string expected = status.value("sha256", "");
-  if (*sum != expected) {
-    return fail("content hash sha256:" + *sum + " differs from the origin's sha256:" + expected);
+  if (sum != expected) {
+    return fail("content hash sha256:" + sum + " differs from the origin's sha256:" + expected);
   }
   if (auto ok = pending.commit(); !ok) return fail(ok.error().message);
   if (!quiet) {
     std::cerr << "saved " << output << " (" << status.value("total_bytes", int64_t{0})
-              << " bytes, sha256:" << *sum << ")\n";
+              << " bytes, sha256:" << sum << ")\n";
   }
   return 0;
 }

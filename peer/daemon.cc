@@ -64,6 +64,7 @@ struct SegmentState {
   int64_t size = 0;
   int64_t done_bytes = 0;
   bool complete = false;
+  std::string path;             // once complete: the file holding the segment's bytes
   std::string last_peer_error;  // while incomplete: why the last peer connection failed
 };
 
@@ -110,6 +111,7 @@ json task_json(const Task& t) {
                         {"size", s.size},
                         {"done_bytes", s.done_bytes},
                         {"complete", s.complete}});
+    if (s.complete) segments.back()["path"] = s.path;
     if (!s.complete && !s.last_peer_error.empty()) {
       segments.back()["last_peer_error"] = s.last_peer_error;
     }
@@ -553,7 +555,7 @@ class Daemon final : public PeerDaemon {
         sum.uploaded_bytes += p->uploaded_bytes;
         sum.num_peers = std::max(sum.num_peers, p->num_peers);
         shown.push_back({index, seg.size, seg.complete ? seg.size : p->done_bytes, seg.complete,
-                         p->last_peer_error});
+                         seg.complete ? seg.path : std::string(), p->last_peer_error});
       }
       {
         std::lock_guard lock(mu_);

@@ -1,7 +1,8 @@
 // Segment pipelining (issue 4 item 4) with real processes: a supernode with small segments
 // fetches from a deliberately slow origin while three peer daemons download; the peers start
-// on the first segments before the origin fetch ends, and every user gets identical bytes
-// with one origin request for the whole swarm.
+// on the first segments before the origin fetch ends, `get` writes the complete ones into its
+// output meanwhile, and every user gets identical bytes with one origin request for the whole
+// swarm.
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -74,11 +75,24 @@ TEST(PipeliningTest, PeersStartOnEarlySegmentsWhileTheOriginFetchRuns) {
   // Watch every peer's local API: a snapshot in which segment 0 is complete while the
   // supernode still says "fetching" and the origin has not sent the whole file yet (read
   // after the snapshot, so the fetch was running when the snapshot was taken).
+  // Also: a get's temp output (next to its -o file) holds at least segment 0 while the origin
+  // is still sending, so the copy into the output is not all left for the end.
   bool pipelined = false;
+  bool written_early = false;
   std::string task_id;
   const auto deadline = std::chrono::steady_clock::now() + 120s;
-  while (!pipelined && origin.bytes_sent() < static_cast<int64_t>(kSize) &&
+  while (!(pipelined && written_early) && origin.bytes_sent() < static_cast<int64_t>(kSize) &&
          std::chrono::steady_clock::now() < deadline) {
+    for (const auto& e : fs::directory_iterator(d.path())) {
+      const std::string name = e.path().filename().string();
+      std::error_code ec;
+      const auto size = fs::file_size(e.path(), ec);
+      if (name.rfind(".out", 0) == 0 && name.find(".starling-") != std::string::npos && !ec &&
+          size >= static_cast<uintmax_t>(kSegment) &&
+          origin.bytes_sent() < static_cast<int64_t>(kSize)) {
+        written_early = true;
+      }
+    }
     for (int i = 0; i < kPeers && !pipelined; ++i) {
       const json list = peer_api(d / ("peer" + std::to_string(i) + ".sock"), "GET", "/v1/tasks");
       if (!list.is_object() || !list.contains("tasks") || list["tasks"].empty()) continue;
@@ -96,6 +110,8 @@ TEST(PipeliningTest, PeersStartOnEarlySegmentsWhileTheOriginFetchRuns) {
   }
   EXPECT_TRUE(pipelined) << "no peer had segment 0 complete while the origin fetch ran\n"
                          << supernode.output();
+  EXPECT_TRUE(written_early) << "no get had written segment 0 to its output while the origin "
+                                "fetch ran";
 
   for (int i = 0; i < kPeers; ++i) {
     auto& g = *gets[static_cast<size_t>(i)];
@@ -120,7 +136,14 @@ TEST(PipeliningTest, PeersStartOnEarlySegmentsWhileTheOriginFetchRuns) {
   EXPECT_EQ(done.value("total_bytes", int64_t{0}), static_cast<int64_t>(kSize));
   const json segs = done.value("segments", json::array());
   ASSERT_EQ(segs.size(), 7u) << done.dump();
-  for (const auto& s : segs) EXPECT_TRUE(s.value("complete", false)) << s.dump();
+  int64_t parts_bytes = 0;  // a complete segment names its file: get reads it from there
+  for (const auto& s : segs) {
+    EXPECT_TRUE(s.value("complete", false)) << s.dump();
+    std::error_code ec;
+    parts_bytes += static_cast<int64_t>(fs::file_size(s.value("path", ""), ec));
+    EXPECT_FALSE(ec) << s.dump();
+  }
+  EXPECT_EQ(parts_bytes, static_cast<int64_t>(kSize));
   EXPECT_EQ(segs[6].value("size", int64_t{0}), 12345);
   EXPECT_EQ(peer_api(sock0, "DELETE", "/v1/tasks/" + task_id).value("removed", false), true);
   EXPECT_TRUE(eventually(
