@@ -119,15 +119,20 @@ class PendingOutput {
 Status append_complete_segments(const json& status, PendingOutput& pending) {
   auto segments = status.find("segments");
   if (segments == status.end() || !segments->is_array()) return {};
-  for (const auto& seg : *segments) {
-    if (!seg.is_object()) continue;
-    const size_t next = pending.appended().size();
-    const auto index = seg.value("index", int64_t{-1});
-    if (index < 0 || static_cast<size_t>(index) < next) continue;
-    if (static_cast<size_t>(index) > next || !seg.value("complete", false)) break;
-    const std::string path = seg.value("path", "");
-    if (path.empty()) break;
-    if (Status st = pending.append(path); !st) return st;
+  for (const auto& seg : *segments) {  // in index order; anything unexpected: wait for "parts"
+    if (!seg.is_object()) break;
+    const auto index = seg.find("index");
+    const auto complete = seg.find("complete");
+    const auto path = seg.find("path");
+    if (index == seg.end() || !index->is_number_integer() || index->get<int64_t>() < 0) break;
+    const auto i = static_cast<size_t>(index->get<int64_t>());
+    if (i < pending.appended().size()) continue;  // appended at an earlier poll
+    if (i > pending.appended().size() || complete == seg.end() || !complete->is_boolean() ||
+        !complete->get<bool>() || path == seg.end() || !path->is_string() ||
+        path->get_ref<const std::string&>().empty()) {
+      break;
+    }
+    if (Status st = pending.append(path->get<std::string>()); !st) return st;
   }
   return {};
 }
