@@ -16,7 +16,6 @@
 #include <cstring>
 #include <filesystem>
 #include <iostream>
-#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
@@ -62,7 +61,6 @@ class PendingOutput {
     int in = ::open(source.c_str(), O_RDONLY | O_CLOEXEC);
     if (in < 0)
       return make_error("get.output", "cannot read " + source + ": " + std::strerror(errno));
-    buf_.resize(1 << 20);
     while (true) {
       ssize_t n = ::read(in, buf_.data(), buf_.size());
       if (n < 0 && errno == EINTR) continue;
@@ -71,7 +69,7 @@ class PendingOutput {
         return make_error("get.output", "cannot read " + source + ": " + std::strerror(errno));
       }
       if (n == 0) break;
-      hash_->update(buf_.data(), static_cast<size_t>(n));
+      hash_.update(buf_.data(), static_cast<size_t>(n));
       for (ssize_t off = 0; off < n;) {
         ssize_t w = ::write(fd_, buf_.data() + off, static_cast<size_t>(n - off));
         if (w < 0 && errno == EINTR) continue;
@@ -90,7 +88,7 @@ class PendingOutput {
   const std::vector<std::string>& appended() const { return appended_; }
 
   // The SHA-256 hex of everything appended; once, before commit().
-  std::string finish_hex() { return hash_->finish_hex(); }
+  std::string finish_hex() { return hash_.finish_hex(); }
   Status commit() {
     if (::fsync(fd_) != 0 || ::close(fd_) != 0) {
       fd_ = -1;
@@ -108,8 +106,8 @@ class PendingOutput {
   std::string output_;
   std::string temp_;
   int fd_ = -1;
-  std::unique_ptr<crypto::Sha256> hash_ = std::make_unique<crypto::Sha256>();
-  std::vector<char> buf_;
+  crypto::Sha256 hash_;
+  std::vector<char> buf_ = std::vector<char>(1 << 20);
   std::vector<std::string> appended_;
 };
 
