@@ -8,8 +8,8 @@
 // getrusage(RUSAGE_SELF) of each counts every libtorrent thread of that side, and nothing of
 // the other. Per repetition, in alternating order so background load hits both alike:
 //   (a) plain: an lt::session with the engine's own settings (engine_session_settings(), the
-//       function TorrentEngine uses) but a plain listener, and a normal torrent: the same
-//       metainfo without `ssl-cert`;
+//       function TorrentEngine uses) and disk I/O (make_inline_disk_io) but a plain listener,
+//       and a normal torrent: the same metainfo without `ssl-cert`;
 //   (b) tls: Starling's data plane, TorrentEngine itself: the SSL torrent of build_metainfo()
 //       with the CA embedded, both leaves issued by that CA (crypto/x509.h), mutual TLS.
 // Timing: from "connect" to the downloader seeing every piece verified (the seeder is already
@@ -62,6 +62,7 @@
 
 #include "crypto/keys.h"
 #include "crypto/x509.h"
+#include "peer/engine/inline_disk_io.h"
 #include "peer/engine/session_settings.h"
 #include "peer/engine/torrent_engine.h"
 
@@ -141,6 +142,7 @@ class PlainNode final : public BenchNode {
     lt::settings_pack s = peer::engine_session_settings(config);
     s.set_str(lt::settings_pack::listen_interfaces, config.listen_ip + ":0");
     lt::session_params params(std::move(s), {});
+    params.disk_io_constructor = peer::make_inline_disk_io;  // the engine's disk I/O too
     session_ = std::make_unique<lt::session>(std::move(params));
     session_->add_extension(&lt::create_smart_ban_plugin);
     drain_ = std::thread([this] {

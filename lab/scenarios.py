@@ -594,7 +594,10 @@ class StarlingPhase:
             "get_exit_codes": [g.exit_code for g in self.gets],
             "stall": api, "wire_stall": wire_stall, "samples": len(self.samples),
             "sample_period_s": (self.samples[-1][0] - self.samples[0][0]) / (len(self.samples) - 1)
-            if len(self.samples) > 1 else None})
+            if len(self.samples) > 1 else None,
+            # (t s, bytes the peers' daemons report done, bytes their links received), summed
+            # over peers, per sample: the swarm's delivery over time.
+            "timeline": [[round(t, 3), sum(d), sum(w)] for t, d, w in self.samples]})
 
 
 def run_starling(world: World, starling: str, timeout: float, fault: str = "none") -> dict:

@@ -26,6 +26,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "peer/engine/inline_disk_io.h"
 #include "peer/engine/reveal_plan.h"
 #include "peer/engine/session_settings.h"
 
@@ -95,15 +96,7 @@ lt::settings_pack engine_session_settings(const EngineConfig& config) {
   s.set_int(lt::settings_pack::send_buffer_watermark, 4 * 1024 * 1024);
   s.set_int(lt::settings_pack::send_buffer_low_watermark, 512 * 1024);
   s.set_int(lt::settings_pack::unchoke_slots_limit, 16);
-  s.set_int(lt::settings_pack::hashing_threads, 2);
-  // Disk threads: libtorrent's default is 10. Over TLS, asio writes and reads one record
-  // (<= 16 KiB) per operation, so the seeder frees one block of send buffer at a time and
-  // issues one disk read job per 16 KiB block; every job wakes an idle disk thread. With 10
-  // threads on 2 CPUs that was ~275k context switches and 8.2-9.1 CPU-s per GiB for the
-  // seeder (bench/tls_bench.cc, docs/bench/tls.md); with as many threads as CPUs (min 2,
-  // max 8), 40-76k and 5.0-6.3 CPU-s. Plain BitTorrent is unaffected within noise.
-  s.set_int(lt::settings_pack::aio_threads,
-            static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 2u, 8u)));
+  // No aio_threads / hashing_threads: the engine's disk I/O (inline_disk_io.h) has no threads.
   return s;
 }
 
@@ -248,6 +241,7 @@ class LibtorrentEngine final : public TorrentEngine {
   Status init() {
     try {
       lt::session_params params(engine_session_settings(config_), {});  // no ut_pex, no ut_metadata
+      params.disk_io_constructor = make_inline_disk_io;  // no disk threads: see the header
       session_ = std::make_unique<lt::session>(std::move(params));
       session_->add_extension(&lt::create_smart_ban_plugin);
     } catch (const std::exception& e) {
