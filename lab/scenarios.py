@@ -407,7 +407,6 @@ class StarlingPhase:
         self.samples: list[tuple[float, list[int], list[int]]] = []  # (t, done_bytes, link rx)
         self.faults: list[str] = []
         self.hold = False  # set by an on_tick while a fault awaits its repair: keep going
-        self.total = 0
         self.t0 = 0.0
         self.mark = world.nginx.mark()
         self.tx0 = world.origin.counters()["tx_bytes"]
@@ -508,11 +507,13 @@ class StarlingPhase:
             "--quiet"])
 
     def mean_progress(self) -> float:
-        """Mean over peers of done/total in the last sample (0 before the size is known)."""
-        if not self.samples or self.total <= 0:
+        """Mean over peers of done / the file's size in the last sample. (A daemon's
+        total_bytes grows as segments are published, so done/total_bytes read 50 % while the
+        first of four segments was half done.)"""
+        if not self.samples:
             return 0.0
         done = self.samples[-1][1]
-        return sum(done) / (len(done) * self.total)
+        return sum(done) / (len(done) * self.world.size)
 
     def download(self, timeout: float, on_tick=None) -> None:
         """Starts `starling get` on every peer at once and samples progress until every get
@@ -534,7 +535,6 @@ class StarlingPhase:
             for i, t in enumerate(tasks):
                 if t is not None:  # a daemon that did not answer keeps its last value
                     last_done[i] = int(t.get("done_bytes", 0))
-                    self.total = max(self.total, int(t.get("total_bytes", 0) or 0))
             self.samples.append((time.time() - t0, list(last_done), [_veth_rx(p) for p in peers]))
             if on_tick is not None:
                 on_tick(self, tasks)
@@ -634,7 +634,7 @@ def _fault_hook(fault: str):
         now = time.time()
         lab, world, p0 = ph.lab, ph.world, ph.world.peers[0]
         task = tasks[0] or {}
-        frac = task.get("done_bytes", 0) / max(1, task.get("total_bytes", 0) or 1)
+        frac = task.get("done_bytes", 0) / world.size  # of the file: total_bytes grows by segment
         if st["phase"] == "armed" and frac >= 0.5:
             st["phase"], st["at"] = "broken", now
             if fault == "kill9-leader":  # for good: nothing to repair
