@@ -146,7 +146,8 @@ class Storage {
 
   std::string path(lt::file_index_t i) const { return paths_.file_path(i, save_path_); }
 
-  // The file's descriptor, opened (and for writing created at its full size) on first use.
+  // The file's descriptor, opened read-write (every file the engine serves is one it or the
+  // supernode wrote) and, for writing, created at its full size on first use.
   int open(lt::file_index_t i, bool for_write) {
     const auto k = static_cast<size_t>(static_cast<int>(i));
     if (fds_[k] < 0) {
@@ -157,7 +158,6 @@ class Storage {
         std::filesystem::create_directories(std::filesystem::path(p).parent_path(), ec);
         fd = ::open(p.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
       }
-      if (fd < 0 && errno == EACCES && !for_write) fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
       if (fd < 0) return -1;
       fds_[k] = fd;
     }
