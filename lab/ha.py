@@ -183,8 +183,10 @@ def report(a, runs: list[dict], cmd: str) -> str:
              "member a peer asks first registers the task, fetches it from the origin and "
              "seeds it, so **the seeder is a follower and the kill measures control-plane "
              "failover** (the leader's death, a new election, forwarded writes and reads "
-             "moving to the new leader; announces go to every member). Seeder failover is not "
-             "implemented yet and is not measured here.", "",
+             "moving to the new leader; announces go to every member). The seeder's own death "
+             "is not measured here: one killed while it fetches is taken over by another member "
+             "(`SeederFailoverTest`); one that dies after the task is ready, before every "
+             "segment reached a peer, still stalls the download (open).", "",
              "| run | p50 s | p95 s | max s | stall (API) s | stall (link) s | origin requests "
              "| origin bytes | back-to-source | outputs identical |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
