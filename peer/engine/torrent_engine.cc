@@ -1,7 +1,6 @@
 // TorrentEngine over one libtorrent session (ARCHITECTURE §6).
 #include "peer/engine/torrent_engine.h"
 
-#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>

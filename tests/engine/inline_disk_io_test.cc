@@ -8,7 +8,6 @@
 #include <sys/stat.h>
 
 #include <fstream>
-#include <iterator>
 #include <libtorrent/add_torrent_params.hpp>
 #include <libtorrent/aux_/vector.hpp>
 #include <libtorrent/disk_buffer_holder.hpp>
@@ -35,11 +34,6 @@ using testing::TempDir;
 
 constexpr int kPiece = 32 * 1024;  // two blocks per piece
 constexpr int kBlock = 16 * 1024;
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
 
 class InlineDiskIoTest : public ::testing::Test {
  protected:
@@ -139,8 +133,8 @@ TEST_F(InlineDiskIoTest, WrittenPiecesLandInTheirFilesAndReadAndHashBack) {
   for (int p = pieces - 1; p >= 0; --p)
     ASSERT_FALSE(write_piece(lt::storage_index_t(s), p)) << p;  // any order
 
-  EXPECT_EQ(slurp(dir_ / "t/a"), data_.substr(0, 40000));
-  EXPECT_EQ(slurp(dir_ / "t/b"), data_.substr(40000));
+  EXPECT_EQ(testing::read_all(dir_ / "t/a"), data_.substr(0, 40000));
+  EXPECT_EQ(testing::read_all(dir_ / "t/b"), data_.substr(40000));
   for (int p = 0; p < pieces; ++p) {
     const int size = files_.piece_size(lt::piece_index_t{p});
     for (int off = 0; off < size; off += kBlock) {
@@ -209,7 +203,7 @@ TEST_F(InlineDiskIoTest, RenamedFilesAreWhereTheEngineRenamedThem) {
   renamed.rename_file(lt::file_index_t{0}, "content-a");
   lt::storage_holder s = add(&renamed);
   ASSERT_FALSE(write_piece(lt::storage_index_t(s), 0));
-  EXPECT_EQ(slurp(dir_ / "content-a").substr(0, kPiece), data_.substr(0, kPiece));
+  EXPECT_EQ(testing::read_all(dir_ / "content-a").substr(0, kPiece), data_.substr(0, kPiece));
   EXPECT_FALSE(std::filesystem::exists(dir_ / "t/a"));
 }
 
