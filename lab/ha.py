@@ -185,8 +185,8 @@ def report(a, runs: list[dict], cmd: str) -> str:
              "failover** (the leader's death, a new election, forwarded writes and reads "
              "moving to the new leader; announces go to every member). The seeder's own death "
              "is not measured here: one killed while it fetches is taken over by another member "
-             "(`SeederFailoverTest`); one that dies after the task is ready, before every "
-             "segment reached a peer, still stalls the download (open).", "",
+             "(`SeederFailoverTest`); one that dies after the task is ready is replaced by the "
+             "leader, which re-seeds the task from the swarm or the origin (`ReadySeederTest`).", "",
              "| run | p50 s | p95 s | max s | stall (API) s | stall (link) s | origin requests "
              "| origin bytes | back-to-source | outputs identical |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]

@@ -229,7 +229,8 @@ SupernodeService::SupernodeService(ServiceConfig config, ClusterLog& log,
       node_id_(crypto::node_id_of(config_.node_key.public_key)),
       log_(log),
       tracker_(tracker),
-      engine_(engine) {}
+      engine_(engine),
+      seeders_(config_.seed_lease_timeout) {}
 
 SupernodeService::~SupernodeService() { stop(); }
 
@@ -268,6 +269,21 @@ void SupernodeService::resume() {
 }
 
 void SupernodeService::resume_tasks() {
+  // Decide on the replica as the cluster has it: while this member was down another may have
+  // taken a task over (TakeOverSeed, ReseedTask), and failing a task whose files are gone here
+  // must not undo that.
+  for (bool logged = false; !abort_;) {
+    Status st = log_.read_barrier();
+    if (st.ok()) break;
+    if (!logged) {
+      log_line("waiting for the cluster before re-seeding: %s", st.error().message.c_str());
+      logged = true;
+    }
+    for (int i = 0; i < 10 && !abort_; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+  if (abort_) return;
   auto tasks = tracker_.list_tasks();
   if (!tasks.ok()) {
     log_line("cannot list tasks: %s", tasks.error().message.c_str());
@@ -339,6 +355,11 @@ Result<json> SupernodeService::handle(const mesh::RemotePeer& from, const std::s
     if (method == "Certificates") return certificates(params);
     if (method == "MemberAdd" || method == "MemberRemove") {
       return change_member(*caller, method, params);
+    }
+    if (method == "Raft") {
+      // Every live member answers the leader's heartbeats: the leader's sign of a seeder's life.
+      std::lock_guard lock(seeders_mu_);
+      seeders_.heard(caller->node.get(), std::chrono::steady_clock::now());
     }
     if (auto member = log_.handle(method, params)) return std::move(*member);
   } catch (const std::exception& e) {
@@ -777,7 +798,7 @@ SupernodeService::FetchJob SupernodeService::job_for(const tracker::TaskRecord& 
   return job;
 }
 
-bool SupernodeService::start_worker(FetchJob job, uint64_t epoch) {
+bool SupernodeService::start_worker(FetchJob job, uint64_t epoch, Work work) {
   std::lock_guard lock(workers_mu_);
   if (stopping_) {
     // Shutting down: the task stays "fetching"; its lease expires and the leader hands it over.
@@ -797,11 +818,24 @@ bool SupernodeService::start_worker(FetchJob job, uint64_t epoch) {
   }
   Worker& w = workers_.emplace_back();
   w.task = job.task;
-  w.thread = std::thread([this, &w, job = std::move(job), epoch] {
-    run_worker(job, epoch, w);
+  w.thread = std::thread([this, &w, job = std::move(job), epoch, work] {
+    if (work == Work::kFetch) {
+      run_worker(job, epoch, w);
+    } else {
+      run_reseed(job, epoch, w);
+    }
     w.done = true;
   });
   return true;
+}
+
+bool SupernodeService::busy_with(const TaskId& task) {
+  std::lock_guard lock(workers_mu_);
+  if (stopping_) return true;
+  for (const auto& worker : workers_) {
+    if (worker.task == task && !worker.done) return true;
+  }
+  return false;
 }
 
 void SupernodeService::fail_task(const TaskId& task, const Error& error,
@@ -842,61 +876,105 @@ constexpr std::chrono::seconds kSwarmStall{4};
 
 }  // namespace
 
-Status SupernodeService::obtain_segment(const FetchJob& job, const tracker::SegmentRecord& seg,
-                                        int64_t segment_size, Worker& self) {
-  const TaskId tid = segment_torrent_id(job.task, seg.index);
-  const std::string path = segment_path(job.task, seg.index);
+Status SupernodeService::obtain_segments(const FetchJob& job,
+                                         const std::vector<tracker::SegmentRecord>& segments,
+                                         int64_t segment_size, Worker& self) {
   const char* id = job.task.get().c_str();
-  if (segment_matches(path, seg, config_.ca_pem)) {
-    // Ours already (this member fetched it before, e.g. before a restart).
+  // 1. Those on disk already (this member fetched them before, e.g. before a restart) are
+  //    seeded; the others are downloaded from the swarm, all at once.
+  enum class From { kSwarm, kOrigin, kObtained };
+  struct Pending {
+    const tracker::SegmentRecord* seg;
+    TaskId torrent;
+    std::string path;
+    From from = From::kSwarm;
+    int64_t best = -1;  // most bytes seen done
+    std::chrono::steady_clock::time_point last_progress;
+  };
+  std::vector<Pending> pending;
+  const auto started = std::chrono::steady_clock::now();
+  for (const auto& seg : segments) {
+    const TaskId tid = segment_torrent_id(job.task, seg.index);
+    const std::string path = segment_path(job.task, seg.index);
     (void)engine_.remove(tid);
-    return engine_.add_seed(tid, seg.metainfo, path);
+    if (segment_matches(path, seg, config_.ca_pem)) {
+      if (Status st = engine_.add_seed(tid, seg.metainfo, path); !st.ok()) return st;
+      continue;
+    }
+    std::error_code ec;
+    fs::remove(path, ec);
+    // A segment the engine cannot even add goes to the origin at once.
+    const From from =
+        engine_.add_download(tid, seg.metainfo, path).ok() ? From::kSwarm : From::kOrigin;
+    pending.push_back(Pending{&seg, tid, path, from, -1, started});
   }
-  // From the swarm: every member hears every peer's announces.
-  (void)engine_.remove(tid);
-  std::error_code ec;
-  fs::remove(path, ec);
-  if (Status st = engine_.add_download(tid, seg.metainfo, path); st.ok()) {
-    int64_t best = -1;
-    auto last_progress = std::chrono::steady_clock::now();
-    auto last_connect = last_progress - std::chrono::seconds(10);
-    while (!self.abort) {
-      auto now = std::chrono::steady_clock::now();
-      if (now - last_connect >= std::chrono::seconds(1)) {
-        last_connect = now;
-        std::vector<peer::Endpoint> endpoints;
-        {
-          std::lock_guard lock(swarm_mu_);
-          for (const auto& m : swarm_.members(job.task, SwarmClock::now())) {
-            if (std::find(m.segments.begin(), m.segments.end(), seg.index) == m.segments.end()) {
-              continue;
-            }
-            endpoints.push_back(peer::Endpoint{m.ip, m.port});
+  // 2. Every member hears every peer's announces: connect each download to the peers that
+  //    announced its segment, and give up on one that makes no progress for kSwarmStall.
+  auto last_connect = started - std::chrono::seconds(10);
+  for (;;) {
+    if (self.abort) {
+      for (const auto& p : pending) {
+        if (p.from == From::kSwarm) (void)engine_.remove(p.torrent);
+      }
+      return make_error(kErrOriginAborted, "aborted");
+    }
+    const auto now = std::chrono::steady_clock::now();
+    const bool connect = now - last_connect >= std::chrono::seconds(1);
+    std::vector<SwarmMember> members;
+    if (connect) {
+      last_connect = now;
+      std::lock_guard lock(swarm_mu_);
+      members = swarm_.members(job.task, SwarmClock::now());
+    }
+    bool waiting = false;
+    for (auto& p : pending) {
+      if (p.from != From::kSwarm) continue;
+      if (connect) {
+        for (const auto& m : members) {
+          if (std::find(m.segments.begin(), m.segments.end(), p.seg->index) != m.segments.end()) {
+            (void)engine_.connect_peer(p.torrent, peer::Endpoint{m.ip, m.port});
           }
         }
-        for (const auto& e : endpoints) (void)engine_.connect_peer(tid, e);
       }
-      auto p = engine_.progress(tid);
-      if (!p.ok() || p->state == peer::TorrentState::kError) break;
-      if (p->total_bytes > 0 && p->done_bytes >= p->total_bytes) {
+      auto progress = engine_.progress(p.torrent);
+      const bool failed = !progress.ok() || progress->state == peer::TorrentState::kError;
+      if (!failed && progress->total_bytes > 0 && progress->done_bytes >= progress->total_bytes) {
         log_line("task %s: segment %lld obtained from the swarm", id,
-                 static_cast<long long>(seg.index));
-        return {};  // the engine seeds it from now on
+                 static_cast<long long>(p.seg->index));
+        p.from = From::kObtained;  // the engine seeds it from now on
+        continue;
       }
-      if (p->done_bytes > best) {
-        best = p->done_bytes;
-        last_progress = now;
-      } else if (now - last_progress >= kSwarmStall) {
-        break;
+      if (!failed && progress->done_bytes > p.best) {
+        p.best = progress->done_bytes;
+        p.last_progress = now;
+      } else if (failed || now - p.last_progress >= kSwarmStall) {
+        (void)engine_.remove(p.torrent);
+        std::error_code ec;
+        fs::remove(p.path, ec);
+        p.from = From::kOrigin;
+        continue;
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      waiting = true;
     }
-    (void)engine_.remove(tid);
-    fs::remove(path, ec);
+    if (!waiting) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
-  if (self.abort) return make_error(kErrOriginAborted, "aborted");
-  // From the origin, by Range (or the whole body, discarded around it, without Range).
-  log_line("task %s: segment %lld: no progress from the swarm; fetching it from the origin", id,
+  // 3. The rest from the origin, by Range (or the whole body, discarded around it, without
+  //    Range), each checked against its published metainfo.
+  for (const auto& p : pending) {
+    if (p.from != From::kOrigin) continue;
+    if (self.abort) return make_error(kErrOriginAborted, "aborted");
+    if (Status st = origin_segment(job, *p.seg, segment_size, self); !st.ok()) return st;
+  }
+  return {};
+}
+
+Status SupernodeService::origin_segment(const FetchJob& job, const tracker::SegmentRecord& seg,
+                                        int64_t segment_size, Worker& self) {
+  const char* id = job.task.get().c_str();
+  const TaskId tid = segment_torrent_id(job.task, seg.index);
+  const std::string path = segment_path(job.task, seg.index);
+  log_line("task %s: segment %lld: not available from the swarm; fetching it from the origin", id,
            static_cast<long long>(seg.index));
   SegmentFetchRequest req;
   req.url = job.url;
@@ -915,6 +993,7 @@ Status SupernodeService::obtain_segment(const FetchJob& job, const tracker::Segm
   };
   auto fetched = fetch_segments(req);
   if (!fetched.ok()) return fetched.error();
+  std::error_code ec;
   fs::rename(fetched_path, path, ec);
   if (ec) return make_error(kErrOriginIo, "cannot rename " + fetched_path + ": " + ec.message());
   if (!segment_matches(path, seg, config_.ca_pem)) {
@@ -924,6 +1003,22 @@ Status SupernodeService::obtain_segment(const FetchJob& job, const tracker::Segm
                           " differs from the one published: the content changed at the origin");
   }
   return engine_.add_seed(tid, seg.metainfo, path);
+}
+
+std::optional<tracker::TaskRecord> SupernodeService::task_at(const TaskId& task, uint64_t epoch,
+                                                             tracker::TaskState state,
+                                                             const char* work) const {
+  auto rec = tracker_.get_task(task);
+  if (!rec.ok() || !rec->has_value()) {
+    log_line("task %s: not in the tracker; not %s", task.get().c_str(), work);
+    return std::nullopt;
+  }
+  if ((*rec)->state != state || (*rec)->lease_epoch.get() != epoch) {
+    log_line("task %s: lease %llu moved on; not %s", task.get().c_str(),
+             static_cast<unsigned long long>(epoch), work);
+    return std::nullopt;
+  }
+  return std::move(**rec);
 }
 
 void SupernodeService::run_worker(const FetchJob& job, uint64_t epoch, Worker& self) {
@@ -938,17 +1033,9 @@ void SupernodeService::run_worker(const FetchJob& job, uint64_t epoch, Worker& s
   if (Status st = log_.read_barrier(); !st.ok()) {
     log_line("task %s: cannot catch up with the log: %s", id, st.error().message.c_str());
   }
-  auto rec = tracker_.get_task(job.task);
-  if (!rec.ok() || !rec->has_value()) {
-    log_line("task %s: not in the tracker; not fetching", id);
-    return;
-  }
-  const tracker::TaskRecord task = **rec;
-  if (task.state != tracker::TaskState::kFetching || task.lease_epoch.get() != epoch) {
-    log_line("task %s: lease %llu moved on; not fetching", id,
-             static_cast<unsigned long long>(epoch));
-    return;
-  }
+  auto rec = task_at(job.task, epoch, tracker::TaskState::kFetching, "fetching");
+  if (!rec) return;
+  const tracker::TaskRecord task = std::move(*rec);
   auto started = std::chrono::steady_clock::now();
   std::vector<TaskId> seeded;  // removed again if the lease is lost
   std::atomic<bool> lost{false};
@@ -1065,13 +1152,14 @@ void SupernodeService::run_worker(const FetchJob& job, uint64_t epoch, Worker& s
     }
     offset = fetched->end;
   }
-  for (const auto& seg : task.segments) {
-    if (self.abort) break;
-    if (Status st = obtain_segment(job, seg, task.segment_size, self); !st.ok()) {
+  if (!task.segments.empty() && !self.abort) {
+    if (Status st = obtain_segments(job, task.segments, task.segment_size, self); !st.ok()) {
       give_up(st.error());
       return;
     }
-    seeded.push_back(segment_torrent_id(job.task, seg.index));
+    for (const auto& seg : task.segments) {
+      seeded.push_back(segment_torrent_id(job.task, seg.index));
+    }
   }
   if (self.abort) {
     give_up(make_error(kErrOriginAborted, "aborted"));
@@ -1155,7 +1243,11 @@ void SupernodeService::watch_leases() {
       was_leader = false;
       continue;
     }
-    if (!was_leader) watched.clear();  // a new term: every timer starts now
+    if (!was_leader) {
+      watched.clear();  // a new term: every timer starts now
+      std::lock_guard lock(seeders_mu_);
+      seeders_.lead(std::chrono::steady_clock::now());
+    }
     was_leader = true;
     auto tasks = tracker_.list_tasks();
     if (!tasks.ok()) continue;
@@ -1170,13 +1262,7 @@ void SupernodeService::watch_leases() {
       }
       next[t.task_id] = w;
       if (now - w.since < config_.seed_lease_timeout) continue;
-      {
-        std::lock_guard lock(workers_mu_);
-        bool running = false;
-        for (const auto& worker : workers_)
-          running = running || (worker.task == t.task_id && !worker.done);
-        if (running || stopping_) continue;  // our own worker holds or is leaving it
-      }
+      if (busy_with(t.task_id)) continue;  // our own worker holds or is leaving it
       auto r = log_.propose(tracker::TakeOverSeed{t.task_id, w.epoch, node_id_.get(),
                                                   config_.listen_ip, engine_.ssl_port()});
       if (!r.ok()) {
@@ -1191,6 +1277,81 @@ void SupernodeService::watch_leases() {
       start_worker(job_for(t), epoch);
     }
     watched = std::move(next);
+    reseed_silent_seeders();
+  }
+}
+
+void SupernodeService::reseed_silent_seeders() {
+  auto tasks = tracker_.list_tasks();
+  if (!tasks.ok()) return;
+  std::vector<SeededTask> ready;
+  for (const auto& t : *tasks) {
+    // An empty content has nothing to seed.
+    if (t.state != tracker::TaskState::kReady || t.segments.empty()) continue;
+    ready.push_back(SeededTask{t.task_id, t.seeder, t.lease_epoch.get()});
+  }
+  std::vector<SeededTask> silent;
+  {
+    std::lock_guard lock(seeders_mu_);
+    silent = seeders_.silent(ready, node_id_.get(), std::chrono::steady_clock::now());
+  }
+  for (const auto& s : silent) {
+    const char* id = s.task.get().c_str();
+    if (busy_with(s.task)) continue;
+    auto r = log_.propose(tracker::ReseedTask{s.task, s.epoch, node_id_.get(), config_.listen_ip,
+                                              engine_.ssl_port()});
+    if (!r.ok()) {
+      log_line("task %s: re-seed failed: %s", id, r.error().message.c_str());
+      continue;
+    }
+    const uint64_t epoch = parse_result(*r).value("epoch", uint64_t{0});
+    log_line("task %s: seeder %s of the ready task went silent; re-seeding it with epoch %llu", id,
+             s.seeder.c_str(), static_cast<unsigned long long>(epoch));
+    for (const auto& t : *tasks) {
+      if (t.task_id == s.task) start_worker(job_for(t), epoch, Work::kReseed);
+    }
+  }
+}
+
+void SupernodeService::run_reseed(const FetchJob& job, uint64_t epoch, Worker& self) {
+  const std::string id_text = job.task.get();
+  const char* id = id_text.c_str();
+  auto started = std::chrono::steady_clock::now();
+  // The ReseedTask was committed on the leader, which is this member: its replica has it.
+  auto rec = task_at(job.task, epoch, tracker::TaskState::kReady, "re-seeding");
+  if (!rec) return;
+  const tracker::TaskRecord task = std::move(*rec);
+  std::error_code ec;
+  fs::create_directories(task_dir(job.task), ec);
+  Status st =
+      ec ? make_error(kErrOriginIo, "cannot create " + task_dir(job.task) + ": " + ec.message())
+         : Status{};
+  if (st.ok()) st = obtain_segments(job, task.segments, task.segment_size, self);
+  if (st.ok() && !self.abort) {
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    log_line("task %s: seeding (re-seeded, %lld bytes in %zu segments, %.3f s)", id,
+             static_cast<long long>(task.size), task.segments.size(), secs);
+    return;
+  }
+  for (const auto& seg : task.segments) {
+    (void)engine_.remove(segment_torrent_id(job.task, seg.index));
+  }
+  if (self.abort || abort_) {
+    log_line("task %s: re-seeding stopped by shutdown", id);
+    return;
+  }
+  log_line("task %s: re-seeding failed: %s: %s", id, st.error().code.c_str(),
+           st.error().message.c_str());
+  // Failed only if nobody handed it on meanwhile (a ready task's failure carries no epoch).
+  auto now_rec = tracker_.get_task(job.task);
+  if (now_rec.ok() && now_rec->has_value() && (*now_rec)->state == tracker::TaskState::kReady &&
+      (*now_rec)->lease_epoch.get() == epoch) {
+    fail_task(job.task,
+              make_error(st.error().code,
+                         "its seeder was lost and the content could not be "
+                         "obtained again: " +
+                             st.error().message),
+              std::nullopt);
   }
 }
 

@@ -1,6 +1,6 @@
 # Included by supernode/CMakeLists.txt.
-# starling_supernode_core: the pure parts (swarm registry, scheduler).
-add_library(starling_supernode_core scheduler.cc swarm_registry.cc members.cc)
+# starling_supernode_core: the pure parts (swarm registry, scheduler, members, seeder watch).
+add_library(starling_supernode_core scheduler.cc swarm_registry.cc members.cc seeder_watch.cc)
 target_link_libraries(starling_supernode_core PUBLIC starling_common starling_raft
   PRIVATE starling_warnings)
 

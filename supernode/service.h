@@ -26,6 +26,14 @@
 // new seeder uses those of a RegisterTask it received itself for the task, if any, and the
 // URL as recorded (without filtered parameters) otherwise.
 //
+// Seeders of ready tasks: a ready task holds no lease renewals; the leader instead notes when
+// each member's Raft traffic last reached it (SeederWatch). A ready task whose seeder it has
+// not heard from for seed_lease_timeout (counted from its election at the earliest) is handed
+// to the leader itself (ReseedTask), which obtains every published segment (from the swarm,
+// else from the origin by Range, each checked against the published metainfo) and seeds it.
+// The task stays ready throughout; if a segment cannot be obtained the task is marked failed
+// with the reason, and the next RegisterTask restarts it.
+//
 // Certificates (issue 5 item 1): every leaf Enroll hands out is first committed as an
 // IssueCertificate entry (so enrolment needs a majority: cluster.unavailable otherwise, which
 // peers retry). "Revoke" commits a RevokeCertificate; from the moment a member applies it, that
@@ -62,6 +70,7 @@
 #include "mesh/session.h"
 #include "peer/engine/torrent_engine.h"
 #include "supernode/cluster_log.h"
+#include "supernode/seeder_watch.h"
 #include "supernode/swarm_registry.h"
 #include "supernode/tracker/state_machine.h"
 
@@ -171,20 +180,34 @@ class SupernodeService {
   Result<nlohmann::json> change_member(const crypto::CertInfo& caller, const std::string& method,
                                        const nlohmann::json& params);
 
-  // Starts the seeding worker of `job` holding the lease `epoch`, unless one runs for that
-  // task on this member already (false then).
-  bool start_worker(FetchJob job, uint64_t epoch);
+  // What a worker does: fetch from the origin and publish (a fetching task), or obtain the
+  // published segments of a ready task whose seeder went silent and seed them.
+  enum class Work { kFetch, kReseed };
+  // Starts the worker of `job` holding the lease `epoch`, unless one runs for that task on this
+  // member already (false then).
+  bool start_worker(FetchJob job, uint64_t epoch, Work work = Work::kFetch);
   void run_worker(const FetchJob& job, uint64_t epoch, Worker& self);
-  // Makes published segment `seg` of the task present at its path and seeded: from the swarm
-  // first, from the origin by Range when the swarm makes no progress.
-  Status obtain_segment(const FetchJob& job, const tracker::SegmentRecord& seg,
+  void run_reseed(const FetchJob& job, uint64_t epoch, Worker& self);
+  // The task's record if it is in `state` at lease `epoch`; else logs "not <work>" and nullopt.
+  std::optional<tracker::TaskRecord> task_at(const TaskId& task, uint64_t epoch,
+                                             tracker::TaskState state, const char* work) const;
+  // Whether a worker of this member runs for `task` (or the service is stopping).
+  bool busy_with(const TaskId& task);
+  // Makes the published `segments` of the task present at their paths and seeded: those on
+  // disk already as they are; the others from the swarm, all at once; each that makes no
+  // progress there for a few seconds from the origin by Range, checked against its metainfo.
+  Status obtain_segments(const FetchJob& job, const std::vector<tracker::SegmentRecord>& segments,
+                         int64_t segment_size, Worker& self);
+  Status origin_segment(const FetchJob& job, const tracker::SegmentRecord& seg,
                         int64_t segment_size, Worker& self);
   void fail_task(const TaskId& task, const Error& error, std::optional<uint64_t> epoch);
   std::string segment_path(const TaskId& task, int64_t index) const;
   std::string task_dir(const TaskId& task) const;
   void add_origin_bytes(const TaskId& task, int64_t bytes);
-  // The leader's seed lease watch (one thread, started by resume(), stopped by stop()).
+  // The leader's seed lease watch (one thread, started by resume(), stopped by stop()): takes
+  // over fetching tasks whose lease expired, and re-seeds ready tasks whose seeder went silent.
   void watch_leases();
+  void reseed_silent_seeders();
   void remember_job(const FetchJob& job);
   FetchJob job_for(const tracker::TaskRecord& task) const;
   std::optional<int64_t> origin_bytes(const TaskId& task) const;
@@ -214,6 +237,10 @@ class SupernodeService {
   std::unordered_map<TaskId, FetchJob> jobs_;  // guarded by jobs_mu_
 
   std::thread lease_watch_;  // started by resume(); joined by stop()
+
+  // When each member's Raft traffic last reached this member (used while it leads).
+  std::mutex seeders_mu_;
+  SeederWatch seeders_;  // guarded by seeders_mu_
 
   std::atomic<bool> abort_{false};
   std::mutex workers_mu_;

@@ -110,8 +110,11 @@ struct Encoder {
   json operator()(const RenewSeedLease& c) const {
     return {{"type", "RenewSeedLease"}, {"task_id", c.task_id.get()}, {"epoch", c.epoch}};
   }
-  json operator()(const TakeOverSeed& c) const {
-    return {{"type", "TakeOverSeed"},
+  json operator()(const TakeOverSeed& c) const { return seed_handover("TakeOverSeed", c); }
+  json operator()(const ReseedTask& c) const { return seed_handover("ReseedTask", c); }
+  template <typename C>
+  static json seed_handover(const char* type, const C& c) {
+    return {{"type", type},
             {"task_id", c.task_id.get()},
             {"expected_epoch", c.expected_epoch},
             {"new_seeder", c.new_seeder},
@@ -200,11 +203,14 @@ struct Validator {
     if (Status st = task(c.task_id); !st.ok()) return st;
     return epoch("RenewSeedLease", c.epoch);
   }
-  Status operator()(const TakeOverSeed& c) const {
+  Status operator()(const TakeOverSeed& c) const { return seed_handover("TakeOverSeed", c); }
+  Status operator()(const ReseedTask& c) const { return seed_handover("ReseedTask", c); }
+  template <typename C>
+  Status seed_handover(const char* type, const C& c) const {
     if (Status st = task(c.task_id); !st.ok()) return st;
-    if (Status st = epoch("TakeOverSeed", c.expected_epoch); !st.ok()) return st;
+    if (Status st = epoch(type, c.expected_epoch); !st.ok()) return st;
     if (Status st = seeder(c.new_seeder); !st.ok()) return st;
-    return port("TakeOverSeed", c.seed_port);
+    return port(type, c.seed_port);
   }
   Status operator()(const RestartTask& c) const {
     if (Status st = task(c.task_id); !st.ok()) return st;
@@ -336,10 +342,11 @@ Result<Command> decode_command_object(const json& j) {
     if (!id || !epoch) return bad("RenewSeedLease: missing or mistyped task_id or epoch");
     return Command(RenewSeedLease{*id, *epoch});
   }
-  if (*type == "TakeOverSeed") {
+  if (*type == "TakeOverSeed" || *type == "ReseedTask") {
+    const std::string name = *type;
     if (!only_keys(j,
                    {"type", "task_id", "expected_epoch", "new_seeder", "seed_ip", "seed_port"})) {
-      return bad("TakeOverSeed: unknown field");
+      return bad(name + ": unknown field");
     }
     auto id = task_id();
     auto epoch = get_uint(j, "expected_epoch");
@@ -347,7 +354,10 @@ Result<Command> decode_command_object(const json& j) {
     auto seed_ip = get_string(j, "seed_ip");
     auto seed_port = get_int(j, "seed_port");
     if (!id || !epoch || !seeder || !seed_ip || !seed_port) {
-      return bad("TakeOverSeed: missing or mistyped field");
+      return bad(name + ": missing or mistyped field");
+    }
+    if (name == "ReseedTask") {
+      return Command(ReseedTask{*id, *epoch, *seeder, *seed_ip, *seed_port});
     }
     return Command(TakeOverSeed{*id, *epoch, *seeder, *seed_ip, *seed_port});
   }
@@ -442,8 +452,10 @@ const char* command_name(const Command& command) {
       return "PublishSegment";
     case 9:
       return "RenewSeedLease";
-    default:
+    case 10:
       return "TakeOverSeed";
+    default:
+      return "ReseedTask";
   }
 }
 

@@ -123,6 +123,23 @@ struct TakeOverSeed {
   bool operator==(const TakeOverSeed&) const = default;
 };
 
+// The leader has not heard from the seeder of a ready task for lease_timeout (the seeder's Raft
+// traffic, judged on the leader's own clock; a ready task holds no lease renewals) and makes
+// `new_seeder` (with its data endpoint) seed it instead: the new seeder obtains every segment
+// (from the swarm, else from the origin by Range, checked against the published metainfo) and
+// seeds them. Accepted only when the task is ready and `expected_epoch` is its lease epoch; it
+// stays ready and the entry's index becomes the epoch (a later failure report of the new seeder
+// is fenced by it). Added after version 3 without a version change: earlier members never
+// propose it, and a log that holds one must not be applied by a member older than it.
+struct ReseedTask {
+  TaskId task_id;
+  uint64_t expected_epoch = 0;
+  std::string new_seeder;
+  std::string seed_ip;
+  int64_t seed_port = 0;
+  bool operator==(const ReseedTask&) const = default;
+};
+
 // A failed task goes back to "fetching" (a new origin fetch starts on `seeder`, from zero: the
 // published segments are dropped); the entry's index is the new lease epoch.
 struct RestartTask {
@@ -171,9 +188,9 @@ struct RevokeCertificate {
   bool operator==(const RevokeCertificate&) const = default;
 };
 
-using Command =
-    std::variant<CreateTask, MarkTaskReady, MarkTaskFailed, RestartTask, KvPut, KvDelete,
-                 IssueCertificate, RevokeCertificate, PublishSegment, RenewSeedLease, TakeOverSeed>;
+using Command = std::variant<CreateTask, MarkTaskReady, MarkTaskFailed, RestartTask, KvPut,
+                             KvDelete, IssueCertificate, RevokeCertificate, PublishSegment,
+                             RenewSeedLease, TakeOverSeed, ReseedTask>;
 
 // The payload of every Raft entry the supernodes propose: who proposed it (`client_id`: 1..64
 // characters of [0-9a-f]), its sequence number, and the command. (client_id, seq) makes

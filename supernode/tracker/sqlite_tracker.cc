@@ -544,7 +544,8 @@ class SqliteTracker final : public TrackerStateMachine {
     if (!st.ok()) return st.error();
     if (std::holds_alternative<CreateTask>(command) ||
         std::holds_alternative<RestartTask>(command) ||
-        std::holds_alternative<TakeOverSeed>(command)) {
+        std::holds_alternative<TakeOverSeed>(command) ||
+        std::holds_alternative<ReseedTask>(command)) {
       return "{\"epoch\":" + std::to_string(index.get()) + "}";
     }
     return std::string("{}");
@@ -627,18 +628,28 @@ class SqliteTracker final : public TrackerStateMachine {
       bind_u64(s.get(), 2, idx);
       return step_done(s, "renew seed lease");
     }
-    if (const auto* c = std::get_if<TakeOverSeed>(&command)) {
-      if (task->state != TaskState::kFetching) return transition_error("TakeOverSeed");
-      if (c->expected_epoch != task->lease_epoch.get()) {
-        return stale("TakeOverSeed", c->expected_epoch);
-      }
+    // TakeOverSeed (a fetching task) and ReseedTask (a ready one) hand the seed to another
+    // member; the state and the published segments stay.
+    auto hand_over = [&](const char* what, TaskState from, uint64_t expected_epoch,
+                         const std::string& new_seeder, const std::string& seed_ip,
+                         int64_t seed_port) -> Status {
+      if (task->state != from) return transition_error(what);
+      if (expected_epoch != task->lease_epoch.get()) return stale(what, expected_epoch);
       Stmt& s = set_taken_over_;
       bind_text(s.get(), 1, id.get());
-      bind_text(s.get(), 2, c->new_seeder);
-      bind_text(s.get(), 3, c->seed_ip);
-      sqlite3_bind_int64(s.get(), 4, c->seed_port);
+      bind_text(s.get(), 2, new_seeder);
+      bind_text(s.get(), 3, seed_ip);
+      sqlite3_bind_int64(s.get(), 4, seed_port);
       bind_u64(s.get(), 5, idx);
-      return step_done(s, "take over seed");
+      return step_done(s, "hand the seed over");
+    };
+    if (const auto* c = std::get_if<TakeOverSeed>(&command)) {
+      return hand_over("TakeOverSeed", TaskState::kFetching, c->expected_epoch, c->new_seeder,
+                       c->seed_ip, c->seed_port);
+    }
+    if (const auto* c = std::get_if<ReseedTask>(&command)) {
+      return hand_over("ReseedTask", TaskState::kReady, c->expected_epoch, c->new_seeder,
+                       c->seed_ip, c->seed_port);
     }
     if (const auto* c = std::get_if<MarkTaskReady>(&command)) {
       if (task->state != TaskState::kFetching) return transition_error("MarkTaskReady");

@@ -33,8 +33,8 @@ inline constexpr char kErrBadSnapshot[] = "tracker.bad_snapshot";
 // IssueCertificate for a node that was revoked ("node <id> was revoked: <reason>").
 inline constexpr char kErrCertRevoked[] = "cert.revoked";
 // A fenced task command (PublishSegment, RenewSeedLease, MarkTaskReady/MarkTaskFailed with an
-// epoch) whose epoch is not the task's current lease epoch, or a TakeOverSeed whose
-// expected_epoch is stale: the proposer lost the seed lease and must stop.
+// epoch) whose epoch is not the task's current lease epoch, or a TakeOverSeed or ReseedTask
+// whose expected_epoch is stale: the proposer lost the seed lease and must stop.
 inline constexpr char kErrStaleLease[] = "tracker.stale_lease";
 
 // Results of (client_id, seq) are remembered while their index is within this many indexes of
@@ -62,9 +62,10 @@ struct TaskRecord {
   int64_t created_at = 0;
   TaskState state = TaskState::kFetching;
   std::string seeder;        // node id of the supernode that fetches and seeds it (last CreateTask,
-                             // RestartTask or TakeOverSeed)
+                             // RestartTask, TakeOverSeed or ReseedTask)
   int64_t segment_size = 0;  // fixed at CreateTask
-  // Index of the entry that granted `seeder` its lease (CreateTask, RestartTask, TakeOverSeed).
+  // Index of the entry that granted `seeder` its lease (CreateTask, RestartTask, TakeOverSeed,
+  // ReseedTask).
   LogIndex lease_epoch;
   // Published so far, in index order: segments[i].index == i, contiguous offsets.
   std::vector<SegmentRecord> segments;
@@ -120,13 +121,16 @@ struct CertificateRecord {
 //   TakeOverSeed    fetching, expected_epoch == lease_epoch
 //                                         -> fetching   (seeder, seed endpoint; lease_epoch = E;
 //                                                        segments kept)
+//   ReseedTask      ready, expected_epoch == lease_epoch
+//                                         -> ready      (seeder, seed endpoint; lease_epoch = E)
 //   MarkTaskReady   fetching, fenced, size == sum of segment sizes
 //                                         -> ready      (size, sha256, seed endpoint)
 //   MarkTaskFailed  fetching or ready (fenced when it has an epoch)
 //                                         -> failed     (ready -> failed: the seed lost it)
 //   RestartTask     failed                -> fetching   (seeder replaced, segments dropped,
 //                                                        lease_epoch = E)
-// Results: CreateTask, RestartTask and TakeOverSeed {"epoch": E}; other task commands "{}".
+// Results: CreateTask, RestartTask, TakeOverSeed and ReseedTask {"epoch": E}; other task
+// commands "{}".
 // Every task command that changes a task sets its updated_index = E (so a renewal is visible
 // as a new updated_index).
 // Kv:

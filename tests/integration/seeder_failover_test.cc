@@ -33,6 +33,15 @@ constexpr int kPeers = 4;
 constexpr int64_t kSegment = 4 << 20;
 constexpr size_t kSize = 64 << 20;  // 16 segments
 
+// A random file of `size` bytes at `path` (seeded by `seed`), returned as the origin's body.
+std::string random_body(const std::string& path, size_t size, uint64_t seed) {
+  write_random_file(path, size, seed);
+  std::string body(size, '\0');
+  std::ifstream in(path, std::ios::binary);
+  in.read(body.data(), static_cast<std::streamsize>(size));
+  return body;
+}
+
 // The index of the supernode whose log says `needle`, or -1 (several: the first).
 int supernode_logging(Cluster& c, const std::string& needle) {
   for (int i = 0; i < c.supernode_count(); ++i) {
@@ -66,13 +75,8 @@ TEST_P(SeederFailoverTest, KillingTheSeederMidFetchIsInvisibleToFourPeers) {
   const bool ranges = GetParam();
   Cluster c(kPeers, kSupernodes,
             {"--segment-size", std::to_string(kSegment), "--seed-lease", "2000"});
-  write_random_file(c.www("blob"), kSize, ranges ? 21 : 22);
+  const std::string body = random_body(c.www("blob"), kSize, ranges ? 21 : 22);
   const std::string want = sha256_of(c.www("blob"));
-  std::string body(kSize, '\0');
-  {
-    std::ifstream in(c.www("blob"), std::ios::binary);
-    in.read(body.data(), static_cast<std::streamsize>(kSize));
-  }
   // 8 MiB/s: the whole fetch takes about 8 s, a segment about 0.5 s.
   SlowOrigin origin(Cluster::kOriginIp, body, 8 << 20, ranges);
   const std::string url =
@@ -149,13 +153,8 @@ json admin_json(Cluster& c, std::vector<std::string> args) {
 // download finishes with identical bytes.
 TEST(FullRestartTest, EveryMemberKilledMidFetchComesBackWithTasksLeasesCertificatesAndKv) {
   Cluster c(2, kSupernodes, {"--segment-size", std::to_string(kSegment), "--seed-lease", "2000"});
-  write_random_file(c.www("blob"), kSize, 23);
+  const std::string body = random_body(c.www("blob"), kSize, 23);
   const std::string want = sha256_of(c.www("blob"));
-  std::string body(kSize, '\0');
-  {
-    std::ifstream in(c.www("blob"), std::ios::binary);
-    in.read(body.data(), static_cast<std::streamsize>(kSize));
-  }
   SlowOrigin origin(Cluster::kOriginIp, body, 8 << 20);
   const std::string url =
       "http://" + std::string(Cluster::kOriginIp) + ":" + std::to_string(origin.port()) + "/blob";
@@ -218,6 +217,103 @@ TEST(FullRestartTest, EveryMemberKilledMidFetchComesBackWithTasksLeasesCertifica
       std::cout << "--- supernode " << i << "\n" << c.supernode(i).output();
     }
   }
+}
+
+// How many times `needle` appears in the logs of every supernode (restarts included).
+int occurrences(Cluster& c, const std::string& needle) {
+  int n = 0;
+  for (int i = 0; i < c.supernode_count(); ++i) {
+    const std::string out = c.supernode(i).output();
+    for (size_t at = out.find(needle); at != std::string::npos; at = out.find(needle, at + 1)) ++n;
+  }
+  return n;
+}
+
+// A ready task whose seeder dies before any peer holds its content: without a new seed the
+// next downloads would wait forever. The leader stops hearing from the seeder, re-seeds the
+// task itself (from the origin by Range: nobody else has it) and the download completes. Then
+// the re-seeder, which leads, dies too: the next leader re-seeds from the peer that downloaded
+// it, without asking the origin again.
+TEST(ReadySeederTest, TheSeederOfAReadyTaskDyingStallsNoDownload) {
+  constexpr int64_t kSmallSegment = 1 << 20;
+  constexpr size_t kSmallSize = 6 << 20;  // 6 segments
+  Cluster c(3, kSupernodes,
+            {"--segment-size", std::to_string(kSmallSegment), "--seed-lease", "2000"});
+  const std::string body = random_body(c.www("blob"), kSmallSize, 24);
+  const std::string want = sha256_of(c.www("blob"));
+  SlowOrigin origin(Cluster::kOriginIp, body, 64 << 20);
+  const std::string url =
+      "http://" + std::string(Cluster::kOriginIp) + ":" + std::to_string(origin.port()) + "/blob";
+  auto dump = [&] {
+    std::string out;
+    for (int i = 0; i < kSupernodes; ++i) {
+      out += "--- supernode " + std::to_string(i) + "\n" + c.supernode(i).output();
+    }
+    return out;
+  };
+
+  // 1. Peer 0 downloads it (the task is ready), then drops it: no peer holds the content.
+  Process& first = c.start_get(0, {url, "-o", c.out("out0")}, "get0.log");
+  ASSERT_EQ(first.wait(120s), 0) << first.output() << c.peer(0).output();
+  ASSERT_EQ(sha256_of(c.out("out0")), want);
+  const json tasks = peer_api(c.socket(0), "GET", "/v1/tasks");
+  ASSERT_TRUE(tasks.is_object() && tasks["tasks"].size() == 1) << tasks.dump();
+  const std::string task_id = tasks["tasks"][0].value("task_id", "");
+  EXPECT_EQ(peer_api(c.socket(0), "DELETE", "/v1/tasks/" + task_id).value("removed", false), true);
+  const int seeder = supernode_logging(c, "registered url=");
+  ASSERT_GE(seeder, 0) << dump();
+  ASSERT_EQ(origin.requests(), 1);
+
+  // 2. kill -9 the seeder (a follower or the leader, whichever registered it).
+  const bool seeder_led = c.leader() == seeder;
+  c.kill_supernode(seeder);
+  std::cout << "killed the seeder, supernode " << seeder << (seeder_led ? " (leader)" : "")
+            << ", after the task was ready\n";
+
+  // 3. Peer 1 downloads it: a surviving member re-seeds it from the origin.
+  Process& second = c.start_get(1, {url, "-o", c.out("out1")}, "get1.log");
+  ASSERT_EQ(second.wait(120s), 0) << second.output() << c.peer(1).output() << dump();
+  EXPECT_EQ(sha256_of(c.out("out1")), want);
+  const std::string reseeding = "of the ready task went silent; re-seeding it with epoch";
+  EXPECT_EQ(occurrences(c, reseeding), 1) << dump();
+  const int reseeder = supernode_logging(c, reseeding);
+  ASSERT_GE(reseeder, 0) << dump();
+  EXPECT_NE(reseeder, seeder);
+  EXPECT_NE(c.supernode(reseeder).output().find("re-seeded, " + std::to_string(kSmallSize) +
+                                                " bytes in 6 segments"),
+            std::string::npos)
+      << dump();
+  // Once for the first fetch, once per segment by Range. (This origin ignores a Range's end and
+  // sends until the client closes: a little more than each segment is counted.)
+  EXPECT_EQ(origin.requests(), 7);
+  EXPECT_GE(origin.bytes_sent(), static_cast<int64_t>(2 * kSmallSize));
+  EXPECT_LE(origin.bytes_sent(), static_cast<int64_t>(2 * kSmallSize + 6 * kSmallSegment));
+  const int64_t requests_before = origin.requests();
+
+  // 4. The re-seeder (the leader: it re-seeds only while it leads) dies too; the first seeder
+  //    comes back, with its disk lost, so a majority remains (it must not fail the task it no
+  //    longer seeds). Peer 1 holds the content: the next leader re-seeds it from peer 1, and
+  //    peer 2's download needs nothing from the origin.
+  fs::remove_all(fs::path(c.dir() / ("supernode" + (seeder ? std::to_string(seeder) : ""))) /
+                 "tasks");
+  c.start_supernode(seeder);
+  ASSERT_TRUE(eventually([&] { return c.leader() >= 0; }, 60s)) << dump();
+  // Peer 1 announces what it seeds every 5 s: let the restarted member hear it before it may
+  // lead (a re-seeder that never hears of a holder fetches from the origin after 4 s).
+  std::this_thread::sleep_for(6s);
+  c.kill_supernode(reseeder);
+  ASSERT_TRUE(eventually([&] { return occurrences(c, reseeding) >= 2; }, 60s)) << dump();
+  Process& third = c.start_get(2, {url, "-o", c.out("out2")}, "get2.log");
+  ASSERT_EQ(third.wait(120s), 0) << third.output() << c.peer(2).output() << dump();
+  EXPECT_EQ(sha256_of(c.out("out2")), want);
+  ASSERT_TRUE(eventually([&] { return occurrences(c, "re-seeded, ") >= 2; }, 60s)) << dump();
+  EXPECT_EQ(occurrences(c, "obtained from the swarm"), 6) << dump();
+  EXPECT_EQ(occurrences(c, "marking failed"), 0) << dump();
+  EXPECT_EQ(origin.requests(), requests_before);
+  const json done = peer_api(c.socket(2), "GET", "/v1/tasks");
+  ASSERT_TRUE(done.is_object() && done["tasks"].size() == 1) << done.dump();
+  EXPECT_EQ(done["tasks"][0].value("source_state", ""), "ready") << done.dump();
+  if (HasFailure()) std::cout << dump();
 }
 
 INSTANTIATE_TEST_SUITE_P(Origin, SeederFailoverTest, ::testing::Values(true, false),

@@ -56,6 +56,7 @@ std::vector<Command> every_command() {
       RenewSeedLease{kTask, 1},
       RenewSeedLease{kTask, 9223372036854775807ull},
       TakeOverSeed{kTask, 4, kSeeder, "::1", 443},
+      ReseedTask{kTask, 9, kSeeder, "198.18.0.7", 6881},
       MarkTaskFailed{kTask, "origin.io", "disk full", 42},
   };
 }
@@ -121,6 +122,7 @@ TEST(ProposalCodec, CommandNames) {
                          "RenewSeedLease",
                          "RenewSeedLease",
                          "TakeOverSeed",
+                         "ReseedTask",
                          "MarkTaskFailed"};
   auto commands = every_command();
   ASSERT_EQ(commands.size(), std::size(names));
@@ -209,6 +211,7 @@ TEST(ProposalCodec, RejectsMalformedInput) {
   const Command publish = PublishSegment{kTask, 2, 0, 0, 10, "m", "", 0};
   const Command renew = RenewSeedLease{kTask, 2};
   const Command takeover = TakeOverSeed{kTask, 2, kSeeder, "", 0};
+  const Command reseed = ReseedTask{kTask, 2, kSeeder, "", 0};
   const Command failed = MarkTaskFailed{kTask, "c", "m", 2};
   const Command restart = RestartTask{kTask, kSeeder};
   const Command issue = IssueCertificate{kSeeder, "peer", 10, 20};
@@ -270,6 +273,11 @@ TEST(ProposalCodec, RejectsMalformedInput) {
       with([](json& j) { j["command"]["expected_epoch"] = 0; }, takeover),
       with([](json& j) { j["command"]["new_seeder"] = "x"; }, takeover),
       with([](json& j) { j["command"]["seed_port"] = 65536; }, takeover),
+      with([](json& j) { j["command"]["expected_epoch"] = 0; }, reseed),
+      with([](json& j) { j["command"]["new_seeder"] = "x"; }, reseed),
+      with([](json& j) { j["command"]["seed_port"] = -1; }, reseed),
+      with([](json& j) { j["command"]["extra"] = 1; }, reseed),
+      with([](json& j) { j["command"].erase("seed_ip"); }, reseed),
       with([](json& j) { j["command"]["index"] = -1; }, publish),
       with([](json& j) { j["command"]["offset"] = -1; }, publish),
       with([](json& j) { j["command"]["size"] = 0; }, publish),
@@ -373,6 +381,9 @@ TEST(ProposalCodec, ValidateCatchesWhatJsonCannotCarry) {
                                               std::string(kMaxSegmentMetainfoBytes, 'm'), "", 0})
                   .ok());
   EXPECT_FALSE(validate_command(TakeOverSeed{kTask, 1, "", "", 0}).ok());
+  EXPECT_FALSE(validate_command(ReseedTask{kTask, 1, "", "", 0}).ok());
+  EXPECT_FALSE(validate_command(ReseedTask{kTask, 0, kSeeder, "", 0}).ok());
+  EXPECT_TRUE(validate_command(ReseedTask{kTask, 1, kSeeder, "", 0}).ok());
   EXPECT_FALSE(validate_command(RenewSeedLease{kTask, 0}).ok());
   EXPECT_FALSE(validate_proposal(Proposal{"", 1, KvDelete{"k", std::nullopt}}).ok());
   EXPECT_FALSE(validate_proposal(Proposal{"A", 1, KvDelete{"k", std::nullopt}}).ok());

@@ -966,6 +966,58 @@ TEST(SqliteTracker, SegmentsAreFencedByTheSeedLease) {
   expect_ok(apply(fresh(MarkTaskFailed{task('a'), "seed.lost", "gone", std::nullopt})), "{}");
 }
 
+// A ready task whose seeder went silent is handed to another member (ReseedTask): it stays
+// ready with its segments, size and hash; the epoch moves on, so a stale view is refused.
+TEST(SqliteTracker, AReadyTaskIsReseededByAnotherMember) {
+  TempDir dir;
+  auto t = open(dir.file("tracker.db"));
+  Client seeder("a1"), leader("b2");
+  uint64_t i = 0;
+  auto apply = [&](Proposal p) { return t->apply(LogIndex(++i), std::move(p)); };
+  expect_ok(apply(seeder(CreateTask{task('a'), "u", std::nullopt, 1, node('1'), kSeg})),
+            R"({"epoch":1})");
+  // Not while fetching: that is TakeOverSeed's job (the fetch must be resumed, not re-seeded).
+  expect_error(apply(leader(ReseedTask{task('a'), 1, node('2'), "10.0.0.2", 2})),
+               kErrBadTransition);
+  expect_ok(apply(seeder(PublishSegment{task('a'), 1, 0, 0, kSeg, "m0", "10.0.0.1", 1})), "{}");
+  expect_ok(apply(seeder(PublishSegment{task('a'), 1, 1, kSeg, 4, "m1", "10.0.0.1", 1})), "{}");
+  expect_ok(apply(seeder(MarkTaskReady{task('a'), 1, kSeg + 4, "s", "10.0.0.1", 1})), "{}");
+  const auto before = **t->get_task(task('a'));
+  const auto state_before = describe_all(*t);
+  // A stale epoch and an unknown task are refused and change nothing.
+  expect_error(apply(leader(ReseedTask{task('a'), 2, node('2'), "10.0.0.2", 2})), kErrStaleLease);
+  expect_error(apply(leader(ReseedTask{task('b'), 1, node('2'), "10.0.0.2", 2})), kErrTaskUnknown);
+  EXPECT_EQ(describe_all(*t), state_before);
+
+  const uint64_t reseed_index = i + 1;
+  expect_ok(apply(leader(ReseedTask{task('a'), 1, node('2'), "10.0.0.2", 2})),
+            "{\"epoch\":" + std::to_string(reseed_index) + "}");
+  auto rec = **t->get_task(task('a'));
+  EXPECT_EQ(rec.state, TaskState::kReady);
+  EXPECT_EQ(rec.seeder, node('2'));
+  EXPECT_EQ(rec.seed_ip, "10.0.0.2");
+  EXPECT_EQ(rec.seed_port, 2);
+  EXPECT_EQ(rec.lease_epoch, LogIndex(reseed_index));
+  EXPECT_EQ(rec.updated_index, LogIndex(reseed_index));
+  EXPECT_EQ(rec.segments, before.segments);
+  EXPECT_EQ(rec.size, before.size);
+  EXPECT_EQ(rec.sha256, before.sha256);
+  // A second reseed from the same (now stale) view is refused; one from the new epoch is not.
+  expect_error(apply(leader(ReseedTask{task('a'), 1, node('3'), "10.0.0.3", 3})), kErrStaleLease);
+  const uint64_t second_index = i + 1;
+  expect_ok(apply(leader(ReseedTask{task('a'), reseed_index, node('3'), "10.0.0.3", 3})),
+            "{\"epoch\":" + std::to_string(second_index) + "}");
+  EXPECT_EQ((*t->get_task(task('a')))->seeder, node('3'));
+  // It travels in a snapshot unchanged.
+  auto replica = open(dir.file("replica.db"));
+  ASSERT_TRUE(replica->restore(LogIndex(i), snapshot_of(*t)).ok());
+  EXPECT_EQ(describe_all(*replica), describe_all(*t));
+  // Not for a failed task (RestartTask starts it again).
+  expect_ok(apply(leader(MarkTaskFailed{task('a'), "seed.lost", "gone", std::nullopt})), "{}");
+  expect_error(apply(leader(ReseedTask{task('a'), second_index, node('2'), "10.0.0.2", 2})),
+               kErrBadTransition);
+}
+
 TEST(SqliteTracker, ASchema3FileIsMigratedToSegments) {
   TempDir dir;
   std::string path = dir.file("tracker.db");
