@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -320,9 +321,11 @@ class Demo {
     o << clear << "  t=" << static_cast<int>(seconds) << "s\n";
     for (size_t i = 0; i < peers_.size(); ++i) {
       const json& t = peers_[i].task;
-      const double total = static_cast<double>(t.value("total_bytes", int64_t{0}));
+      // Against the file's size: the daemon's total_bytes is only the published segments' size
+      // until the origin fetch ends.
+      const double total = static_cast<double>(size_);
       const double done = static_cast<double>(t.value("done_bytes", int64_t{0}));
-      const double fraction = total > 0 ? done / total : 0.0;
+      const double fraction = total > 0 ? std::min(1.0, done / total) : 0.0;
       o << clear << "  peer" << i + 1 << " " << bar(fraction, 30) << " "
         << std::string(4 - std::min<size_t>(4, std::to_string(int(fraction * 100)).size()), ' ')
         << static_cast<int>(fraction * 100) << "%  " << t.value("state", std::string("starting"))

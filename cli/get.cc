@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "cli/progress.h"
 #include "common/task_id.h"
 #include "crypto/hash.h"
 #include "peer/api/local_api.h"
@@ -135,12 +136,6 @@ Status append_complete_segments(const json& status, PendingOutput& pending) {
   return {};
 }
 
-std::string mib(int64_t bytes) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
-  return buf;
-}
-
 Result<json> api(const std::string& socket, const std::string& method, const std::string& target,
                  const std::string& body) {
   auto r = peer::local_api_call(socket, method, target, body, 30s);
@@ -213,13 +208,9 @@ int run_get(const ParsedArgs& args) {
     if (state == "done") break;
     if (auto ok = append_complete_segments(status, pending); !ok) return fail(ok.error().message);
     if (!quiet) {
-      const int64_t total = status.value("total_bytes", int64_t{0});
-      const int64_t done = status.value("done_bytes", int64_t{0});
-      std::string line = state == "downloading" && total > 0
-                             ? "downloading " + mib(done) + " / " + mib(total) + " (" +
-                                   std::to_string(done * 100 / total) + "%), " +
-                                   std::to_string(status.value("peers", 0)) + " peers"
-                             : state + "…";
+      const std::string line = progress_line(
+          state, status.value("done_bytes", int64_t{0}), status.value("total_bytes", int64_t{0}),
+          status.value("peers", int64_t{0}), status.value("source_state", "") == "ready");
       const auto now = std::chrono::steady_clock::now();
       if (tty) {
         std::cerr << "\r\033[K" << line << std::flush;
