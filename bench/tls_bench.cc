@@ -11,7 +11,11 @@
 //       function TorrentEngine uses) and disk I/O (make_inline_disk_io) but a plain listener,
 //       and a normal torrent: the same metainfo without `ssl-cert`;
 //   (b) tls: Starling's data plane, TorrentEngine itself: the SSL torrent of build_metainfo()
-//       with the CA embedded, both leaves issued by that CA (crypto/x509.h), mutual TLS.
+//       with the CA embedded, both leaves issued by that CA (crypto/x509.h), mutual TLS;
+//   (c) tls-noshare: (b) without the seed's half of seed sharing (EngineConfig::seed_share):
+//       the seed shows its one downloader every piece at once, as plain libtorrent does, so
+//       (c) against (a) is TLS alone and (b) against (c) is what seed sharing costs one
+//       downloader.
 // Timing: from "connect" to the downloader seeing every piece verified (the seeder is already
 // listening with the torrent added in seed mode; the downloader has the torrent added). CPU:
 // user + system of each process over the same interval. The downloader hashes every piece
@@ -204,10 +208,11 @@ class PlainNode final : public BenchNode {
 // Starling's data plane: TorrentEngine itself.
 class EngineNode final : public BenchNode {
  public:
-  explicit EngineNode(const fs::path& cert, const fs::path& key) {
+  EngineNode(const fs::path& cert, const fs::path& key, bool seed_share) {
     peer::EngineConfig config;
     config.cert_pem = read_file(cert);
     config.key_pem = read_file(key);
+    config.seed_share = seed_share;
     auto engine = peer::TorrentEngine::start(config);
     if (!engine) die("engine: " + engine.error().message);
     engine_ = std::move(*engine);
@@ -238,19 +243,29 @@ class EngineNode final : public BenchNode {
   TaskId task_{"tls-bench"};
 };
 
-// A child: `--role seed|fetch --mode plain|tls --work DIR`. Talks on stdin/stdout, one line
-// per message: it prints "port P" (seed) or "ready" (fetch); then answers "cpu" with
-// "cpu SECONDS SWITCHES"; a fetcher given "go PORT" connects, polls every 5 ms and prints
-// "done CPU SWITCHES DOWNLOADED" or "error WHAT"; "quit" ends the process.
+// The modes, in the order of odd repetitions (even ones run them in reverse): plain
+// libtorrent; TorrentEngine without the seed's half of seed sharing (TLS alone); TorrentEngine
+// as Starling runs it.
+constexpr int kModes = 3;
+constexpr const char* kMode[kModes] = {"plain", "tls-noshare", "tls"};
+constexpr const char* kModeName[kModes] = {"plain libtorrent", "TorrentEngine, no seed sharing",
+                                           "Starling TLS (TorrentEngine)"};
+
+// A child: `--role seed|fetch --mode plain|tls-noshare|tls --work DIR`. Talks on stdin/stdout, one
+// line per message: it prints "port P" (seed) or "ready" (fetch); then answers "cpu" with "cpu
+// SECONDS SWITCHES"; a fetcher given "go PORT" connects, polls every 5 ms and prints "done CPU
+// SWITCHES DOWNLOADED" or "error WHAT"; "quit" ends the process.
 int run_child(const std::string& role, const std::string& mode, const fs::path& work) {
   const bool seed = role == "seed";
   std::unique_ptr<BenchNode> node;
   if (mode == "plain") {
     node = std::make_unique<PlainNode>();
   } else {
-    node = std::make_unique<EngineNode>(work / (role + ".crt"), work / (role + ".key"));
+    node =
+        std::make_unique<EngineNode>(work / (role + ".crt"), work / (role + ".key"), mode == "tls");
   }
-  const std::string metainfo = read_file(work / (mode + ".torrent"));
+  const std::string metainfo =
+      read_file(work / (mode == "plain" ? "plain.torrent" : "tls.torrent"));
   node->add(metainfo, (work / (seed ? "content" : "download")).string(), seed);
   if (seed) {
     std::printf("port %u\n", node->port());
@@ -488,12 +503,12 @@ int run_coordinator(const std::string& self, const Options& opt) {
   std::string tls_info;
   for (int rep = 1; rep <= opt.reps; ++rep) {
     const bool plain_first = rep % 2 == 1;
-    for (int k = 0; k < 2; ++k) {
-      const std::string mode = (k == 0) == plain_first ? "plain" : "tls";
+    for (int k = 0; k < kModes; ++k) {
+      const std::string mode = kMode[plain_first ? k : kModes - 1 - k];
       Transfer t = transfer(self, work, mode, rep, opt, &tls_info, ih.str());
       const double gib = static_cast<double>(bytes) / (1024.0 * 1024 * 1024);
       std::printf(
-          "rep %d %-5s %8.1f MB/s  %6.3f s  seeder %5.2f CPU-s/GiB  downloader %5.2f "
+          "rep %d %-11s %8.1f MB/s  %6.3f s  seeder %5.2f CPU-s/GiB  downloader %5.2f "
           "CPU-s/GiB  switches/GiB %.0fk %.0fk  load %s\n",
           rep, mode.c_str(), static_cast<double>(bytes) / t.seconds / 1e6, t.seconds,
           t.seed_cpu / gib, t.fetch_cpu / gib, t.seed_switches / gib / 1e3,
@@ -512,9 +527,9 @@ int run_coordinator(const std::string& self, const Options& opt) {
       "downloader CPU-s/GiB median | both CPU-s/GiB median | context switches/GiB "
       "seeder, downloader |\n");
   std::printf("|---|---:|---:|---:|---:|---:|---:|---:|\n");
-  std::vector<double> rates[2];
-  for (int m = 0; m < 2; ++m) {
-    const std::string mode = m == 0 ? "plain" : "tls";
+  std::vector<double> rates[kModes];
+  for (int m = 0; m < kModes; ++m) {
+    const std::string mode = kMode[m];
     std::vector<double> mbs, sc, fc, both, ss, fs_;
     for (const auto& t : results) {
       if (t.mode != mode) continue;
@@ -526,20 +541,22 @@ int run_coordinator(const std::string& self, const Options& opt) {
       fs_.push_back(t.fetch_switches / gib);
     }
     rates[m] = mbs;
-    std::printf("| %s | %.0f | %.0f | %.0f | %.2f | %.2f | %.2f | %.0fk, %.0fk |\n",
-                m == 0 ? "plain libtorrent" : "Starling TLS (TorrentEngine)",
+    std::printf("| %s | %.0f | %.0f | %.0f | %.2f | %.2f | %.2f | %.0fk, %.0fk |\n", kModeName[m],
                 *std::min_element(mbs.begin(), mbs.end()), median(mbs),
                 *std::max_element(mbs.begin(), mbs.end()), median(sc), median(fc), median(both),
                 median(ss) / 1e3, median(fs_) / 1e3);
   }
-  // Ratios of the paired transfers of each repetition (run back to back).
-  std::vector<double> ratio;
-  for (size_t i = 0; i < rates[0].size() && i < rates[1].size(); ++i) {
-    ratio.push_back(rates[1][i] / rates[0][i]);
+  // Ratios of the transfers of each repetition (run back to back) to plain's.
+  std::printf("\n");
+  for (int m = 1; m < kModes; ++m) {
+    std::vector<double> ratio;
+    for (size_t i = 0; i < rates[0].size() && i < rates[m].size(); ++i) {
+      ratio.push_back(rates[m][i] / rates[0][i]);
+    }
+    std::printf("%s / plain throughput per repetition: min %.2f, median %.2f, max %.2f\n", kMode[m],
+                *std::min_element(ratio.begin(), ratio.end()), median(ratio),
+                *std::max_element(ratio.begin(), ratio.end()));
   }
-  std::printf("\nTLS / plain throughput per repetition: min %.2f, median %.2f, max %.2f\n",
-              *std::min_element(ratio.begin(), ratio.end()), median(ratio),
-              *std::max_element(ratio.begin(), ratio.end()));
   if (!opt.keep) {
     fs::remove_all(work);
   } else {
@@ -581,7 +598,7 @@ Transfer transfer(const std::string& self, const fs::path& work, const std::stri
   done >> fetch1.cpu >> fetch1.switches >> downloaded;
   if (perf_seed > 0) stop_perf(perf_seed);
   if (perf_fetch > 0) stop_perf(perf_fetch);
-  if (mode == "tls" && tls_info->empty()) {
+  if (mode != "plain" && tls_info->empty()) {
     *tls_info = tls_probe(static_cast<uint16_t>(std::stoi(port)), info_hash, work);
   }
   t.seconds = std::chrono::duration<double>(t1 - t0).count();

@@ -401,11 +401,13 @@ class LibtorrentEngine final : public TorrentEngine {
     if (seed) {
       atp.flags |= lt::torrent_flags::seed_mode;
       atp.verified_pieces.resize(atp.ti->num_pieces(), true);
-      atp.extensions.push_back(
-          [pieces = atp.ti->num_pieces()](
-              const lt::torrent_handle&, lt::client_data_t) -> std::shared_ptr<lt::torrent_plugin> {
-            return std::make_shared<SeedShare>(pieces);
-          });
+      if (config_.seed_share) {
+        atp.extensions.push_back([pieces = atp.ti->num_pieces()](
+                                     const lt::torrent_handle&,
+                                     lt::client_data_t) -> std::shared_ptr<lt::torrent_plugin> {
+          return std::make_shared<SeedShare>(pieces);
+        });
+      }
     } else {
       atp.extensions.push_back(
           [](const lt::torrent_handle&, lt::client_data_t) -> std::shared_ptr<lt::torrent_plugin> {

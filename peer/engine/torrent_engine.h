@@ -29,6 +29,9 @@ struct EngineConfig {
   uint16_t ssl_port = 0;  // 0 = pick a free port; see TorrentEngine::ssl_port()
   std::string cert_pem;   // this node's leaf, issued by the network CA
   std::string key_pem;    // its private key (PKCS#8 PEM, Ed25519)
+  // The seed's half of seed sharing on add_seed torrents (README "Seed sharing"). Off only in
+  // bench/tls_bench, to measure TLS apart from it.
+  bool seed_share = true;
 };
 
 struct Endpoint {
