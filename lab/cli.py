@@ -2,13 +2,15 @@
 
   lab.py check --starling BIN [--peers 4] [--size-mib 64] [--rate-mbit 100] [--supernodes 1]
                [--fault none|kill9-peer|stop-peer|stop-supernode|partition|linkdown|
-                        kill9-leader]
+                        kill9-leader|kill9-seeder]
                [--timeout 480] [--budget 560] [--json FILE] [--keep]
       Starling only: one origin (nginx), one supernode (or a Raft cluster of --supernodes
       members, whose followers peers ask first, so a follower seeds), N peers; fails (exit 1)
       only on correctness: every output byte-identical, origin egress <= 1.05 x size, no peer
       asked the origin. Timing is printed, never judged. Used by tests/lab (CTest, LABELS
-      integration). kill9-leader (with --supernodes 3) kills the Raft leader for good.
+      integration). kill9-leader (with --supernodes 3) kills the Raft leader for good;
+      kill9-seeder (with --supernodes 3) kills the seeder for good once the task is ready and
+      peer1 is 90 % done.
 
   lab/ha.py --starling BIN [--peers 8] [--size-mib 256] ...   (bench/ha.sh)
       The HA benchmark: baseline and leader-killed runs against a 3-member cluster.
@@ -42,7 +44,7 @@ def main(argv: list[str]) -> int:
     c.add_argument("--supernodes", type=int, default=1, help="cluster members [1]")
     c.add_argument("--fault", default="none",
                    choices=["none", "kill9-peer", "stop-peer", "stop-supernode", "partition",
-                            "linkdown", "kill9-leader"])
+                            "linkdown", "kill9-leader", "kill9-seeder"])
     c.add_argument("--timeout", type=float, default=480.0, help="download phase limit, s")
     c.add_argument("--budget", type=float, default=560.0,
                    help="hard limit for the whole run, s; then tear down and fail")

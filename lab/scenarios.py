@@ -614,8 +614,8 @@ def run_starling(world: World, starling: str, timeout: float, fault: str = "none
         ph.order = [i for i in range(ph.n) if i != leader] + [leader]
         log(f"  leader: member {leader + 1}; peers ask {', '.join(ph.addrs[i] for i in ph.order)}"
             " in that order")
-    elif fault == "kill9-leader":
-        raise RuntimeError("the kill9-leader fault needs a supernode cluster (--supernodes 3)")
+    elif fault in ("kill9-leader", "kill9-seeder"):
+        raise RuntimeError(f"the {fault} fault needs a supernode cluster (--supernodes 3)")
     ph.start_peers()
     ph.download(timeout, on_tick=_fault_hook(fault) if fault != "none" else None)
     return ph.finish()
@@ -627,7 +627,9 @@ FAULT_HOLD = 8.0  # seconds a paused process / partition / downed link stays bro
 def _fault_hook(fault: str):
     """An on_tick that injects `fault` once peer1 is half done and repairs it FAULT_HOLD s later.
     Peer faults hit peer1; stop-supernode and partition (peer1 <-> it) act on the seeder (the
-    member peers ask first); kill9-leader kills the Raft leader (a follower seeds) for good."""
+    member peers ask first); kill9-leader kills the Raft leader (a follower seeds) for good;
+    kill9-seeder kills the seeder for good once the task is ready (peer1's daemon says so) and
+    peer1 is 90 % done, so the leader must re-seed it for the downloads to finish."""
     st = {"phase": "armed", "at": 0.0}
 
     def tick(ph: StarlingPhase, tasks: list) -> None:
@@ -635,12 +637,21 @@ def _fault_hook(fault: str):
         lab, world, p0 = ph.lab, ph.world, ph.world.peers[0]
         task = tasks[0] or {}
         frac = task.get("done_bytes", 0) / world.size  # of the file: total_bytes grows by segment
-        if st["phase"] == "armed" and frac >= 0.5:
+        # kill9-seeder: late enough that the seed has sent the last segment's pieces to
+        # someone (before that, the re-seed needs the origin for what no peer has).
+        due = (task.get("source_state") == "ready" and 0.9 <= frac < 1.0
+               if fault == "kill9-seeder" else frac >= 0.5)
+        if st["phase"] == "armed" and due:
             st["phase"], st["at"] = "broken", now
             if fault == "kill9-leader":  # for good: nothing to repair
                 st["phase"] = "off"
                 ph.faults.append(f"kill9-leader: member {ph.leader + 1} "
                                  f"({ph.addrs[ph.leader]}) at {p0.name}'s {frac:.0%}")
+            elif fault == "kill9-seeder":  # for good: the leader re-seeds
+                st["phase"] = "off"
+                ph.faults.append(f"kill9-seeder: member {ph.order[0] + 1} "
+                                 f"({ph.addrs[ph.order[0]]}) after the task was ready, at "
+                                 f"{p0.name}'s {frac:.0%}")
             elif fault in ("stop-supernode", "partition"):
                 ph.faults.append(f"{fault} on {p0.name} and the seeder "
                                  f"{ph.addrs[ph.order[0]]} at {frac:.0%}")
@@ -659,6 +670,8 @@ def _fault_hook(fault: str):
                 p0.partition_from(world.supernodes[ph.order[0]])
             elif fault == "kill9-leader":
                 lab.kill9(ph.supers[ph.leader])
+            elif fault == "kill9-seeder":
+                lab.kill9(ph.supers[ph.order[0]])
             elif fault == "linkdown":
                 p0.link_down()
             else:
