@@ -269,26 +269,16 @@ void SupernodeService::resume() {
 }
 
 void SupernodeService::resume_tasks() {
-  // Decide on the replica as the cluster has it: while this member was down another may have
-  // taken a task over (TakeOverSeed, ReseedTask), and failing a task whose files are gone here
-  // must not undo that.
-  for (bool logged = false; !abort_;) {
-    Status st = log_.read_barrier();
-    if (st.ok()) break;
-    if (!logged) {
-      log_line("waiting for the cluster before re-seeding: %s", st.error().message.c_str());
-      logged = true;
-    }
-    for (int i = 0; i < 10 && !abort_; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-  }
-  if (abort_) return;
   auto tasks = tracker_.list_tasks();
   if (!tasks.ok()) {
     log_line("cannot list tasks: %s", tasks.error().message.c_str());
     return;
   }
+  // Seeding what the local replica says at once is harmless even if it is stale (another member
+  // seeding the same bytes too); failing a task is not: one whose files are gone here is failed
+  // only once this member has caught up with the log (while it was down another member may have
+  // re-seeded it: ReseedTask).
+  std::vector<TaskId> lost;
   for (const auto& t : *tasks) {
     if (abort_) return;
     const char* id = t.task_id.get().c_str();
@@ -301,34 +291,60 @@ void SupernodeService::resume_tasks() {
       continue;
     }
     if (t.state != tracker::TaskState::kReady) continue;
-    bool missing = false;
-    for (const auto& seg : t.segments) {
+    // TODO: re-hash on start (or keep a verified marker); the size check catches a missing or
+    // truncated file, not a corrupted one (peers would still reject its pieces).
+    const bool present = std::all_of(t.segments.begin(), t.segments.end(), [&](const auto& seg) {
       std::error_code ec;
       const std::string path = segment_path(t.task_id, seg.index);
       auto size = fs::file_size(path, ec);
-      // TODO: re-hash on start (or keep a verified marker); the size check catches a missing or
-      // truncated file, not a corrupted one (peers would still reject its pieces).
       if (ec || size != static_cast<uintmax_t>(seg.size)) {
-        log_line("task %s: segment %s missing or wrong size; marking failed", id, path.c_str());
-        missing = true;
-        break;
+        log_line("task %s: segment %s missing or wrong size", id, path.c_str());
+        return false;
       }
-      if (Status st =
-              engine_.add_seed(segment_torrent_id(t.task_id, seg.index), seg.metainfo, path);
+      return true;
+    });
+    if (!present) {
+      lost.push_back(t.task_id);
+      continue;
+    }
+    for (const auto& seg : t.segments) {
+      if (Status st = engine_.add_seed(segment_torrent_id(t.task_id, seg.index), seg.metainfo,
+                                       segment_path(t.task_id, seg.index));
           !st.ok()) {
         log_line("task %s: re-seeding segment %lld failed: %s", id,
                  static_cast<long long>(seg.index), st.error().message.c_str());
       }
     }
-    if (missing) {
-      fail_task(t.task_id,
-                make_error(kErrContentMissing,
-                           "the supernode lost the content of this task; register the task again"),
-                std::nullopt);
-      continue;
-    }
     log_line("task %s: seeding (resumed, %lld bytes in %zu segments)", id,
              static_cast<long long>(t.size), t.segments.size());
+  }
+  if (lost.empty()) return;
+  for (bool logged = false; !abort_;) {
+    Status st = log_.read_barrier();
+    if (st.ok()) break;
+    if (!logged) {
+      log_line("waiting for the cluster before failing tasks whose content is gone: %s",
+               st.error().message.c_str());
+      logged = true;
+    }
+    for (int i = 0; i < 10 && !abort_; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+  for (const auto& task : lost) {
+    if (abort_) return;
+    auto rec = tracker_.get_task(task);
+    const char* id = task.get().c_str();
+    if (!rec.ok() || !rec->has_value() || (*rec)->state != tracker::TaskState::kReady ||
+        (*rec)->seeder != node_id_.get()) {
+      log_line("task %s: another member seeds it now; not failing it", id);
+      continue;
+    }
+    log_line("task %s: its content is gone; marking failed", id);
+    fail_task(task,
+              make_error(kErrContentMissing,
+                         "the supernode lost the content of this task; register the task again"),
+              std::nullopt);
   }
 }
 

@@ -309,11 +309,46 @@ TEST(ReadySeederTest, TheSeederOfAReadyTaskDyingStallsNoDownload) {
   ASSERT_TRUE(eventually([&] { return occurrences(c, "re-seeded, ") >= 2; }, 60s)) << dump();
   EXPECT_EQ(occurrences(c, "obtained from the swarm"), 6) << dump();
   EXPECT_EQ(occurrences(c, "marking failed"), 0) << dump();
+  // The restarted first seeder found its files gone but, caught up with the log, saw that
+  // another member seeds the task now.
+  EXPECT_EQ(occurrences(c, "another member seeds it now; not failing it"), 1) << dump();
   EXPECT_EQ(origin.requests(), requests_before);
   const json done = peer_api(c.socket(2), "GET", "/v1/tasks");
   ASSERT_TRUE(done.is_object() && done["tasks"].size() == 1) << done.dump();
   EXPECT_EQ(done["tasks"][0].value("source_state", ""), "ready") << done.dump();
   if (HasFailure()) std::cout << dump();
+}
+
+// A supernode restarted with the content of its ready task gone (and no other member to take
+// it) marks the task failed with the reason; the next download registers it again and it is
+// fetched anew.
+TEST(ReadySeederTest, ASeederThatLostItsContentFailsTheTaskAndTheNextGetFetchesItAgain) {
+  constexpr size_t kSmallSize = 3 << 20;
+  Cluster c(1, 1, {"--segment-size", std::to_string(1 << 20)});
+  const std::string body = random_body(c.www("blob"), kSmallSize, 25);
+  const std::string want = sha256_of(c.www("blob"));
+  SlowOrigin origin(Cluster::kOriginIp, body, 64 << 20);
+  const std::string url =
+      "http://" + std::string(Cluster::kOriginIp) + ":" + std::to_string(origin.port()) + "/blob";
+  Process& first = c.start_get(0, {url, "-o", c.out("first")}, "get0.log");
+  ASSERT_EQ(first.wait(120s), 0) << first.output() << c.peer(0).output();
+  const json tasks = peer_api(c.socket(0), "GET", "/v1/tasks");
+  ASSERT_TRUE(tasks.is_object() && tasks["tasks"].size() == 1) << tasks.dump();
+  const std::string task_id = tasks["tasks"][0].value("task_id", "");
+  EXPECT_EQ(peer_api(c.socket(0), "DELETE", "/v1/tasks/" + task_id).value("removed", false), true);
+
+  c.kill_supernode(0);
+  fs::remove_all(fs::path(c.dir() / "supernode") / "tasks");
+  c.start_supernode(0);
+  ASSERT_TRUE(
+      eventually([&] { return occurrences(c, "its content is gone; marking failed") == 1; }, 60s))
+      << c.supernode(0).output();
+
+  Process& second = c.start_get(0, {url, "-o", c.out("second")}, "get1.log");
+  ASSERT_EQ(second.wait(120s), 0) << second.output() << c.peer(0).output()
+                                  << c.supernode(0).output();
+  EXPECT_EQ(sha256_of(c.out("second")), want);
+  EXPECT_EQ(origin.requests(), 2);  // fetched again, from the start
 }
 
 INSTANTIATE_TEST_SUITE_P(Origin, SeederFailoverTest, ::testing::Values(true, false),
