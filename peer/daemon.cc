@@ -478,6 +478,7 @@ class Daemon final : public PeerDaemon {
     bool announce_now = false;
     bool done = false;
     bool outage_logged = false;
+    PartsHasher hashed;  // segments 0, 1, ... hashed.count() - 1, in order
     auto give_up = [&](Error e) {
       drop_segments(segments);
       fail(task, std::move(e));
@@ -571,10 +572,19 @@ class Daemon final : public PeerDaemon {
         next_announce = now + (done ? kAnnounceWhileSeeding : kAnnounceWhileDownloading);
       }
 
-      // 4. Ready and every segment here: one content file, checked end to end.
+      // 4. The next segment in order, once complete, goes into the content's hash, so that the
+      //    check at the end reads only what completed last (one per tick: the loop stays live).
+      if (!done) {
+        auto next = segments.find(static_cast<int64_t>(hashed.count()));
+        if (next != segments.end() && next->second.complete) {
+          if (Status st = hashed.add(next->second.path); !st) return give_up(st.error());
+        }
+      }
+
+      // 5. Ready and every segment here: the content, checked end to end.
       if (ready && all_complete && !done) {
         done = true;
-        if (!finish(task, segments, *ready)) return drop_segments(segments);
+        if (!finish(task, segments, hashed, *ready)) return drop_segments(segments);
         next_announce = std::chrono::steady_clock::now();
       }
       (void)wait_task(*task, kWorkerTick);  // stopping or removed: the loop head decides
@@ -674,8 +684,9 @@ class Daemon final : public PeerDaemon {
 
   // Checks the finished segments end to end, in place, against what the supernode hashed at
   // the origin (and so against --digest, which it enforced) and against the user's digest.
+  // `hashed` holds the segments hashed while later ones downloaded; the rest are read now.
   // The segment files are the content: `get` reads them in order (no copy into one file).
-  bool finish(const std::shared_ptr<Task>& task, const Segments& segments,
+  bool finish(const std::shared_ptr<Task>& task, const Segments& segments, PartsHasher& hashed,
               const PublishedTask& info) {
     {
       std::lock_guard lock(mu_);
@@ -683,19 +694,21 @@ class Daemon final : public PeerDaemon {
     }
     std::vector<std::string> parts;
     for (const auto& [index, seg] : segments) parts.push_back(seg.path);
-    auto sum = digest_parts(parts);
-    if (!sum) {
-      fail(task, sum.error());
-      return false;
+    for (size_t i = hashed.count(); i < parts.size(); ++i) {
+      if (Status st = hashed.add(parts[i]); !st) {
+        fail(task, st.error());
+        return false;
+      }
     }
-    if (sum->size != *info.size) {
+    const PartsDigest sum = hashed.finish();
+    if (sum.size != *info.size) {
       fail(task,
-           make_error(kErrTask, "the segments hold " + std::to_string(sum->size) +
+           make_error(kErrTask, "the segments hold " + std::to_string(sum.size) +
                                     " bytes, the origin's content " + std::to_string(*info.size)));
       return false;
     }
-    if (sum->sha256 != info.sha256 || (task->digest && task->digest->hex != sum->sha256)) {
-      fail(task, make_error(kErrTask, "content hash sha256:" + sum->sha256 +
+    if (sum.sha256 != info.sha256 || (task->digest && task->digest->hex != sum.sha256)) {
+      fail(task, make_error(kErrTask, "content hash sha256:" + sum.sha256 +
                                           " differs from the origin's sha256:" + info.sha256));
       return false;
     }

@@ -136,29 +136,38 @@ bool all_segments_known(const PublishedTask& task) {
   return covered == *task.size;
 }
 
-Result<PartsDigest> digest_parts(const std::vector<std::string>& parts) {
-  crypto::Sha256 hash;
-  PartsDigest out;
+PartsHasher::PartsHasher() : hash_(std::make_unique<crypto::Sha256>()) {}
+PartsHasher::~PartsHasher() = default;
+
+Status PartsHasher::add(const std::string& part) {
   std::vector<char> buf(1 << 20);
-  for (const auto& part : parts) {
-    const int in = ::open(part.c_str(), O_RDONLY | O_CLOEXEC);
-    if (in < 0) return io_error("read", part);
-    while (true) {
-      const ssize_t n = ::read(in, buf.data(), buf.size());
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) {
-        Error e = io_error("read", part);
-        ::close(in);
-        return e;
-      }
-      if (n == 0) break;
-      hash.update(buf.data(), static_cast<size_t>(n));
-      out.size += n;
+  const int in = ::open(part.c_str(), O_RDONLY | O_CLOEXEC);
+  if (in < 0) return io_error("read", part);
+  while (true) {
+    const ssize_t n = ::read(in, buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      Error e = io_error("read", part);
+      ::close(in);
+      return e;
     }
-    ::close(in);
+    if (n == 0) break;
+    hash_->update(buf.data(), static_cast<size_t>(n));
+    size_ += n;
   }
-  out.sha256 = hash.finish_hex();
-  return out;
+  ::close(in);
+  ++count_;
+  return {};
+}
+
+PartsDigest PartsHasher::finish() { return {hash_->finish_hex(), size_}; }
+
+Result<PartsDigest> digest_parts(const std::vector<std::string>& parts) {
+  PartsHasher hasher;
+  for (const auto& part : parts) {
+    if (Status st = hasher.add(part); !st) return st.error();
+  }
+  return hasher.finish();
 }
 
 }  // namespace starling::peer

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -19,6 +20,10 @@
 #include <nlohmann/json.hpp>
 
 #include "common/result.h"
+
+namespace starling::crypto {
+class Sha256;
+}  // namespace starling::crypto
 
 namespace starling::peer {
 
@@ -63,5 +68,28 @@ struct PartsDigest {
   int64_t size = 0;
 };
 Result<PartsDigest> digest_parts(const std::vector<std::string>& parts);
+
+// digest_parts() one part at a time, so that a download can hash each segment as soon as it
+// and every one before it are complete and has only the last one left to read at the end.
+class PartsHasher {
+ public:
+  PartsHasher();
+  ~PartsHasher();
+  PartsHasher(const PartsHasher&) = delete;
+  PartsHasher& operator=(const PartsHasher&) = delete;
+
+  // Reads `part` and hashes it after the parts added before. On an error (kErrParts) the
+  // hasher is left unusable: the digest of a partly read part means nothing.
+  Status add(const std::string& part);
+  // How many parts were added.
+  size_t count() const { return count_; }
+  // The digest of the parts added, in order; once, after the last add().
+  PartsDigest finish();
+
+ private:
+  std::unique_ptr<crypto::Sha256> hash_;
+  int64_t size_ = 0;
+  size_t count_ = 0;
+};
 
 }  // namespace starling::peer

@@ -162,6 +162,34 @@ TEST_F(DigestParts, HashesTheConcatenationInOrderWithoutWritingAnything) {
   EXPECT_EQ(empty->sha256, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 }
 
+TEST_F(DigestParts, OnePartAtATimeGivesTheSameDigest) {
+  std::string big(2 << 20, '\0');
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 13 + i / 1000);
+  const auto a = write("seg-0", big);
+  const auto b = write("seg-1", big.substr(7));
+  const auto c = write("seg-2", "");
+  auto whole = digest_parts({a, b, c});
+  ASSERT_TRUE(whole.ok()) << whole.error().message;
+
+  PartsHasher hasher;
+  EXPECT_EQ(hasher.count(), 0u);
+  ASSERT_TRUE(hasher.add(a).ok());
+  ASSERT_TRUE(hasher.add(b).ok());
+  ASSERT_TRUE(hasher.add(c).ok());
+  EXPECT_EQ(hasher.count(), 3u);
+  const PartsDigest sum = hasher.finish();
+  EXPECT_EQ(sum.sha256, whole->sha256);
+  EXPECT_EQ(sum.size, whole->size);
+
+  PartsHasher missing;
+  ASSERT_TRUE(missing.add(a).ok());
+  Status st = missing.add(dir_ + "/seg-9");
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().code, kErrParts);
+  EXPECT_EQ(st.error().message, "cannot read " + dir_ + "/seg-9: No such file or directory");
+  EXPECT_EQ(missing.count(), 1u);
+}
+
 TEST_F(DigestParts, AMissingPartIsAnError) {
   const auto a = write("seg-0", "abc");
   auto sum = digest_parts({a, dir_ + "/seg-1"});
