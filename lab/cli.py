@@ -28,7 +28,7 @@ import signal
 import subprocess
 import sys
 
-from lab import Lab, cleanup_stale
+from lab import Lab, cleanup_stale, percentile
 from scenarios import MIB, World, run_starling, starling_correctness
 
 
@@ -108,6 +108,10 @@ def main(argv: list[str]) -> int:
           f"(supernodes {r['supernode_cpu']:.1f} s, daemons {r['daemon_cpu']:.1f} s, gets "
           f"{r['get_cpu']:.1f} s); "
           f"longest stall {r['stall']['stall_s']:.2f} s")
+    after = [t for t in r["after_last_byte_s"] if t is not None]
+    if after:
+        print(f"  after the last byte (the daemon's check, the copy into the output): "
+              f"p50 {percentile(after, 50):.2f} s, max {max(after):.2f} s")
     for f in r["faults"]:
         print(f"  fault: {f}")
     if a.json:

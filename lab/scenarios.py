@@ -577,6 +577,12 @@ class StarlingPhase:
         received = sum(t.get("downloaded_bytes", 0) for t in tasks)
         peer_up = sum(t.get("uploaded_bytes", 0) for t in tasks)
         api, wire_stall = self.stalls()
+        # Per peer: when its daemon first reported every byte, and how long its get took
+        # after that (the daemon's check of the content, the copy into the output, fsync).
+        last_byte = [next((t for t, d, _ in self.samples if d[i] >= world.size), None)
+                     for i in range(len(world.peers))]
+        after = [None if b is None or t is None else max(0.0, t - b)
+                 for b, t in zip(last_byte, self.times)]
         return _summary("Starling", world, self.times, ok, cpu,
                         sum(e["bytes"] for e in entries), wire, {
             "origin_requests": [f"{e['client']} {e['method']} {e['uri']} {e['status']} "
@@ -592,6 +598,7 @@ class StarlingPhase:
             "get_cpu": sum(p.cpu_seconds or 0 for p in self.gets),
             "faults": self.faults,
             "get_exit_codes": [g.exit_code for g in self.gets],
+            "last_byte_s": last_byte, "after_last_byte_s": after,
             "stall": api, "wire_stall": wire_stall, "samples": len(self.samples),
             "sample_period_s": (self.samples[-1][0] - self.samples[0][0]) / (len(self.samples) - 1)
             if len(self.samples) > 1 else None,
