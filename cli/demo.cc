@@ -23,6 +23,7 @@
 
 #include "cli/get.h"
 #include "cli/local_net.h"
+#include "cli/progress.h"
 #include "crypto/hash.h"
 #include "crypto/keys.h"
 #include "crypto/x509.h"
@@ -37,12 +38,6 @@ namespace fs = std::filesystem;
 
 volatile sig_atomic_t g_interrupted = 0;
 void on_signal(int) { g_interrupted = 1; }
-
-std::string mib(double bytes) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f MiB", bytes / (1024.0 * 1024.0));
-  return buf;
-}
 
 Result<json> http_get_json(const std::string& url) {
   auto body = http_get(url);
@@ -185,7 +180,7 @@ class Demo {
     dir_ = tmpl;
     for (const char* sub : {"www", "logs", "out"}) fs::create_directories(dir_ + "/" + sub);
 
-    std::cout << "starling demo: " << npeers_ << " peers download one " << mib(double(size_))
+    std::cout << "starling demo: " << npeers_ << " peers download one " << mib(size_)
               << " file at once\n  working directory " << dir_ << "\n";
     std::cout << "generating the file at the origin...\n";
     auto sum = generate_file(dir_ + "/www/blob", size_);
@@ -329,8 +324,8 @@ class Demo {
       o << clear << "  peer" << i + 1 << " " << bar(fraction, 30) << " "
         << std::string(4 - std::min<size_t>(4, std::to_string(int(fraction * 100)).size()), ' ')
         << static_cast<int>(fraction * 100) << "%  " << t.value("state", std::string("starting"))
-        << "  down " << mib(static_cast<double>(t.value("downloaded_bytes", int64_t{0}))) << "  up "
-        << mib(static_cast<double>(t.value("uploaded_bytes", int64_t{0}))) << "\n";
+        << "  down " << mib(t.value("downloaded_bytes", int64_t{0})) << "  up "
+        << mib(t.value("uploaded_bytes", int64_t{0})) << "\n";
     }
     std::cout << o.str() << std::flush;
   }
@@ -338,16 +333,16 @@ class Demo {
   int summarize(double seconds) {
     bool ok = true;
     std::cout << "\nresults after " << static_cast<int>(seconds) << " s:\n";
-    double received = 0;
-    double peer_uploaded = 0;
+    int64_t received = 0;
+    int64_t peer_uploaded = 0;
     for (size_t i = 0; i < peers_.size(); ++i) {
       const auto& p = peers_[i];
       const int code = processes_.child(p.get).exit_code;
       auto sum = crypto::sha256_file(p.output);
       const bool same = sum.ok() && *sum == sha256_;
       ok = ok && code == 0 && same;
-      received += static_cast<double>(p.task.value("downloaded_bytes", int64_t{0}));
-      peer_uploaded += static_cast<double>(p.task.value("uploaded_bytes", int64_t{0}));
+      received += p.task.value("downloaded_bytes", int64_t{0});
+      peer_uploaded += p.task.value("uploaded_bytes", int64_t{0});
       std::cout << "  peer" << i + 1 << ": get exit " << code << ", output "
                 << (same ? "identical to the origin's file" : "DIFFERS or missing") << "\n";
       if (code != 0) {
@@ -357,11 +352,11 @@ class Demo {
     }
     auto stats = http_get_json(origin_url_ + "/_stats");
     const int64_t requests = stats ? stats->value("requests", int64_t{-1}) : -1;
-    const double origin_bytes =
-        stats ? static_cast<double>(stats->value("bytes_sent", int64_t{0})) : 0.0;
-    const double from_seed = std::max(0.0, received - peer_uploaded);
+    const int64_t origin_bytes = stats ? stats->value("bytes_sent", int64_t{0}) : 0;
+    const int64_t from_seed = std::max(int64_t{0}, received - peer_uploaded);
     std::cout << "  origin:    " << requests << " request(s), " << mib(origin_bytes) << " sent ("
-              << (size_ > 0 ? origin_bytes / double(size_) : 0.0) << " x the file size)\n"
+              << (size_ > 0 ? static_cast<double>(origin_bytes) / static_cast<double>(size_) : 0.0)
+              << " x the file size)\n"
               << "  peers received " << mib(received) << " in all: " << mib(from_seed)
               << " from the supernode's seed, " << mib(peer_uploaded) << " from each other\n";
     if (requests != 1) ok = false;

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <unordered_map>
 
 #include "common/hex.h"
 #include "common/task_id.h"
@@ -1301,10 +1302,12 @@ void SupernodeService::reseed_silent_seeders() {
   auto tasks = tracker_.list_tasks();
   if (!tasks.ok()) return;
   std::vector<SeededTask> ready;
+  std::unordered_map<TaskId, const tracker::TaskRecord*> records;
   for (const auto& t : *tasks) {
     // An empty content has nothing to seed.
     if (t.state != tracker::TaskState::kReady || t.segments.empty()) continue;
     ready.push_back(SeededTask{t.task_id, t.seeder, t.lease_epoch.get()});
+    records[t.task_id] = &t;
   }
   std::vector<SeededTask> silent;
   {
@@ -1323,9 +1326,7 @@ void SupernodeService::reseed_silent_seeders() {
     const uint64_t epoch = parse_result(*r).value("epoch", uint64_t{0});
     log_line("task %s: seeder %s of the ready task went silent; re-seeding it with epoch %llu", id,
              s.seeder.c_str(), static_cast<unsigned long long>(epoch));
-    for (const auto& t : *tasks) {
-      if (t.task_id == s.task) start_worker(job_for(t), epoch, Work::kReseed);
-    }
+    start_worker(job_for(*records.at(s.task)), epoch, Work::kReseed);
   }
 }
 
@@ -1337,12 +1338,15 @@ void SupernodeService::run_reseed(const FetchJob& job, uint64_t epoch, Worker& s
   auto rec = task_at(job.task, epoch, tracker::TaskState::kReady, "re-seeding");
   if (!rec) return;
   const tracker::TaskRecord task = std::move(*rec);
-  std::error_code ec;
-  fs::create_directories(task_dir(job.task), ec);
-  Status st =
-      ec ? make_error(kErrOriginIo, "cannot create " + task_dir(job.task) + ": " + ec.message())
-         : Status{};
-  if (st.ok()) st = obtain_segments(job, task.segments, task.segment_size, self);
+  auto obtain = [&]() -> Status {
+    std::error_code ec;
+    fs::create_directories(task_dir(job.task), ec);
+    if (ec) {
+      return make_error(kErrOriginIo, "cannot create " + task_dir(job.task) + ": " + ec.message());
+    }
+    return obtain_segments(job, task.segments, task.segment_size, self);
+  };
+  const Status st = obtain();
   if (st.ok() && !self.abort) {
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     log_line("task %s: seeding (re-seeded, %lld bytes in %zu segments, %.3f s)", id,
