@@ -337,6 +337,53 @@ class LibtorrentEngine final : public TorrentEngine {
     return {};
   }
 
+  Result<MissingPieces> missing_pieces(const TaskId& task) const override {
+    auto h = handle_of(task);
+    if (!h) return h.error();
+    try {
+      auto info = h->torrent_file();
+      if (!info) return make_error(kErrEngine, "missing_pieces: no metadata");
+      const lt::torrent_status st = h->status(lt::torrent_handle::query_pieces);
+      MissingPieces m;
+      m.piece_size = info->piece_length();
+      m.total_bytes = info->total_size();
+      std::vector<int> availability;
+      h->piece_availability(availability);  // empty for a seed
+      for (int i = 0; i < info->num_pieces(); ++i) {
+        const lt::piece_index_t piece(i);
+        if (!st.pieces.empty() && st.pieces.get_bit(piece)) continue;
+        m.pieces.push_back(i);
+        const auto at = static_cast<size_t>(i);
+        if (at >= availability.size() || availability[at] == 0) m.nowhere.push_back(i);
+      }
+      return m;
+    } catch (const std::exception& e) {
+      return make_error(kErrEngine, std::string("missing_pieces: ") + e.what());
+    }
+  }
+
+  Status add_piece(const TaskId& task, int piece, const std::string& data) override {
+    auto h = handle_of(task);
+    if (!h) return h.error();
+    try {
+      auto info = h->torrent_file();
+      if (!info) return make_error(kErrEngine, "add_piece: no metadata");
+      if (piece < 0 || piece >= info->num_pieces()) {
+        return make_error(kErrEngine, "add_piece: no piece " + std::to_string(piece));
+      }
+      const lt::piece_index_t index(piece);
+      if (static_cast<int64_t>(data.size()) != info->piece_size(index)) {
+        return make_error(kErrEngine, "add_piece: piece " + std::to_string(piece) + " is " +
+                                          std::to_string(info->piece_size(index)) + " bytes, not " +
+                                          std::to_string(data.size()));
+      }
+      h->add_piece(index, std::vector<char>(data.begin(), data.end()));
+    } catch (const std::exception& e) {
+      return make_error(kErrEngine, std::string("add_piece: ") + e.what());
+    }
+    return {};
+  }
+
   Status set_certificate(const std::string& cert_pem, const std::string& key_pem) override {
     if (cert_pem.empty() || key_pem.empty()) {
       return make_error(kErrEngine, "set_certificate needs a certificate and a key");

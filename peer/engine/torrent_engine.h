@@ -52,6 +52,14 @@ struct TorrentProgress {
   std::string last_peer_error;  // the last peer/TLS failure of this torrent, for diagnostics
 };
 
+struct MissingPieces {
+  int64_t piece_size = 0;   // every piece's size but perhaps the last one's
+  int64_t total_bytes = 0;  // the torrent's size
+  std::vector<int> pieces;  // the indexes of those not yet verified on disk, ascending
+  // Of `pieces`, those no connected peer has (its bitfield and HAVEs say), ascending.
+  std::vector<int> nowhere;
+};
+
 // Builds the metainfo (bencoded .torrent) of a private, single-file v1 SSL torrent over the
 // file at `content_path`: fixed name "content", creation date 0, no trackers, the CA
 // certificate embedded as ssl-cert, pieces of `piece_size` bytes (power of two, 16 KiB..16 MiB;
@@ -88,6 +96,15 @@ class TorrentEngine {
   virtual Status connect_peer(const TaskId& task, const Endpoint& peer) = 0;
   virtual Result<TorrentProgress> progress(const TaskId& task) const = 0;
   virtual Status remove(const TaskId& task) = 0;  // keeps the file on disk
+
+  // The pieces a downloading torrent does not have yet (ascending) and its piece size (the
+  // last piece may be shorter): what is left to obtain some other way, e.g. from the origin.
+  virtual Result<MissingPieces> missing_pieces(const TaskId& task) const = 0;
+  // Hands the torrent `data` as piece `piece`, as if a peer had sent it: it is checked against
+  // the metainfo's piece hash (a wrong piece stays missing) and written; a piece the torrent
+  // has already is left alone. Asynchronous: progress() shows the piece once written. Fails
+  // for an unknown task, a piece out of range or data of the wrong size.
+  virtual Status add_piece(const TaskId& task, int piece, const std::string& data) = 0;
 
   // Replaces this node's certificate and key (a renewed leaf): every torrent is given them at
   // once (new TLS connections present them; connections already up keep going) and torrents

@@ -115,6 +115,65 @@ TEST_F(EngineTest, ListenPortInUseIsAnError) {
   EXPECT_FALSE(b.ok());
 }
 
+// Pieces that no peer has can be handed to a download (the supernode fills them from the
+// origin): each is checked against the metainfo's hash before it counts.
+TEST_F(EngineTest, MissingPiecesCanBeHandedInAndAreChecked) {
+  auto b = start("127.0.0.2", testing::make_leaf(ca_));
+  ASSERT_TRUE(b);
+  ASSERT_TRUE(b->add_download(kTask, metainfo_, dir_ / "b.bin").ok());
+  auto missing = b->missing_pieces(kTask);
+  ASSERT_TRUE(missing.ok()) << missing.error().message;
+  ASSERT_GT(missing->piece_size, 0);
+  EXPECT_EQ(missing->total_bytes, kSize);
+  const int pieces = static_cast<int>((kSize + missing->piece_size - 1) / missing->piece_size);
+  ASSERT_EQ(static_cast<int>(missing->pieces.size()), pieces);
+  for (int i = 0; i < pieces; ++i) EXPECT_EQ(missing->pieces[static_cast<size_t>(i)], i);
+
+  const std::string origin = testing::read_all(dir_ / "origin.bin");
+  const auto piece = [&](int i) {
+    const auto at = static_cast<size_t>(i * missing->piece_size);
+    return origin.substr(at, static_cast<size_t>(missing->piece_size));
+  };
+  // Refused outright: unknown task, no such piece, wrong size.
+  EXPECT_FALSE(b->add_piece(TaskId{"unknown"}, 0, piece(0)).ok());
+  EXPECT_FALSE(b->add_piece(kTask, -1, piece(0)).ok());
+  EXPECT_FALSE(b->add_piece(kTask, pieces, piece(0)).ok());
+  auto short_piece = b->add_piece(kTask, 0, piece(0).substr(1));
+  ASSERT_FALSE(short_piece.ok());
+  EXPECT_EQ(short_piece.error().message, "add_piece: piece 0 is " +
+                                             std::to_string(missing->piece_size) + " bytes, not " +
+                                             std::to_string(missing->piece_size - 1));
+  EXPECT_FALSE(b->missing_pieces(TaskId{"unknown"}).ok());
+
+  // Wrong bytes of the right size fail the hash check: piece 1 stays missing.
+  std::string wrong = piece(1);
+  wrong[100] = static_cast<char>(wrong[100] ^ 1);
+  ASSERT_TRUE(b->add_piece(kTask, 1, wrong).ok());
+  // The right bytes of piece 0 count.
+  ASSERT_TRUE(b->add_piece(kTask, 0, piece(0)).ok());
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto m = b->missing_pieces(kTask);
+        return m.ok() && !m->pieces.empty() && m->pieces.front() == 1;
+      },
+      10s));
+  std::this_thread::sleep_for(500ms);  // piece 1's hash check has long happened
+  missing = b->missing_pieces(kTask);
+  ASSERT_TRUE(missing.ok());
+  ASSERT_FALSE(missing->pieces.empty());
+  EXPECT_EQ(missing->pieces.front(), 1);
+  EXPECT_EQ(static_cast<int>(missing->pieces.size()), pieces - 1);
+
+  for (int i : missing->pieces) ASSERT_TRUE(b->add_piece(kTask, i, piece(i)).ok());
+  ASSERT_TRUE(wait_until([&] { return progress_of(*b).state == TorrentState::kSeeding; }, kTimeout))
+      << describe(progress_of(*b));
+  EXPECT_EQ(testing::read_all(dir_ / "b.bin"), origin);
+  missing = b->missing_pieces(kTask);
+  ASSERT_TRUE(missing.ok());
+  EXPECT_TRUE(missing->pieces.empty());
+  EXPECT_EQ(progress_of(*b).downloaded_bytes, 0);  // nothing came from a peer
+}
+
 // A seeds; B fetches from A; C knows only B. No DHT, PEX, LSD or trackers exist, so every
 // byte C holds was uploaded by B.
 TEST_F(EngineTest, ThreeNodeSwarmRelaysThroughMiddlePeer) {
