@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <limits>
 #include <unordered_map>
 
@@ -890,26 +891,21 @@ bool lease_lost(const Error& e) {
 // How long a swarm download of an earlier segment may make no progress before the segment is
 // fetched from the origin by Range instead.
 constexpr std::chrono::seconds kSwarmStall{4};
+// How long after the first peer connected to a swarm download of an earlier segment the pieces
+// no connected peer has are taken to be missing from the swarm (bitfields exchanged).
+constexpr std::chrono::seconds kBitfieldsKnown{2};
 
 }  // namespace
 
 Status SupernodeService::obtain_segments(const FetchJob& job,
                                          const std::vector<tracker::SegmentRecord>& segments,
                                          int64_t segment_size, Worker& self) {
-  const char* id = job.task.get().c_str();
   // 1. Those on disk already (this member fetched them before, e.g. before a restart) are
-  //    seeded; the others are downloaded from the swarm, all at once.
-  enum class From { kSwarm, kOrigin, kObtained };
-  struct Pending {
-    const tracker::SegmentRecord* seg;
-    TaskId torrent;
-    std::string path;
-    From from = From::kSwarm;
-    int64_t best = -1;  // most bytes seen done
-    std::chrono::steady_clock::time_point last_progress;
-  };
-  std::vector<Pending> pending;
-  const auto started = std::chrono::steady_clock::now();
+  //    seeded; the others are obtained one at a time, the last first: peers complete segments
+  //    in order, so the last ones are those they may still be waiting for. (All at once, the
+  //    segments every peer has took the link from the one they lacked: a 30 s stall in the
+  //    lab's kill9-seeder fault.)
+  std::vector<const tracker::SegmentRecord*> pending;
   for (const auto& seg : segments) {
     const TaskId tid = segment_torrent_id(job.task, seg.index);
     const std::string path = segment_path(job.task, seg.index);
@@ -920,70 +916,114 @@ Status SupernodeService::obtain_segments(const FetchJob& job,
     }
     std::error_code ec;
     fs::remove(path, ec);
-    // A segment the engine cannot even add goes to the origin at once.
-    const From from =
-        engine_.add_download(tid, seg.metainfo, path).ok() ? From::kSwarm : From::kOrigin;
-    pending.push_back(Pending{&seg, tid, path, from, -1, started});
+    pending.push_back(&seg);
   }
-  // 2. Every member hears every peer's announces: connect each download to the peers that
-  //    announced its segment, and give up on one that makes no progress for kSwarmStall.
-  auto last_connect = started - std::chrono::seconds(10);
+  std::sort(pending.begin(), pending.end(),
+            [](const auto* a, const auto* b) { return a->index > b->index; });
+  for (const tracker::SegmentRecord* seg : pending) {
+    if (self.abort) return make_error(kErrOriginAborted, "aborted");
+    auto from_swarm = swarm_segment(job, *seg, self);
+    if (!from_swarm.ok()) return from_swarm.error();
+    if (*from_swarm) continue;
+    // 2. Not from the swarm: the whole segment from the origin by Range (or the whole body,
+    //    discarded around it, without Range), checked against its published metainfo.
+    if (Status st = origin_segment(job, *seg, segment_size, self); !st.ok()) return st;
+  }
+  return {};
+}
+
+Result<bool> SupernodeService::swarm_segment(const FetchJob& job, const tracker::SegmentRecord& seg,
+                                             Worker& self) {
+  const char* id = job.task.get().c_str();
+  const TaskId tid = segment_torrent_id(job.task, seg.index);
+  const std::string path = segment_path(job.task, seg.index);
+  if (!engine_.add_download(tid, seg.metainfo, path).ok()) return false;
+  auto drop = [&] {
+    (void)engine_.remove(tid);
+    std::error_code ec;
+    fs::remove(path, ec);
+  };
+  // Every member hears every peer's announces: connect to the peers that announced the
+  // segment. The pieces no peer has come from the origin: at once when no peer announced the
+  // segment, else once the swarm made no progress for kSwarmStall.
+  bool filled = false;          // some piece came from the origin
+  bool filled_nowhere = false;  // the pieces no connected peer had were asked for
+  bool filled_rest = false;     // every missing piece was asked for
+  int64_t best = -1;
+  std::optional<std::chrono::steady_clock::time_point> peers_since;  // first peer connected
+  auto last_progress = std::chrono::steady_clock::now();
+  auto last_connect = last_progress - std::chrono::seconds(10);
   for (;;) {
     if (self.abort) {
-      for (const auto& p : pending) {
-        if (p.from == From::kSwarm) (void)engine_.remove(p.torrent);
-      }
+      (void)engine_.remove(tid);
       return make_error(kErrOriginAborted, "aborted");
     }
     const auto now = std::chrono::steady_clock::now();
-    const bool connect = now - last_connect >= std::chrono::seconds(1);
-    std::vector<SwarmMember> members;
-    if (connect) {
+    bool announced = true;
+    if (now - last_connect >= std::chrono::seconds(1)) {
       last_connect = now;
-      std::lock_guard lock(swarm_mu_);
-      members = swarm_.members(job.task, SwarmClock::now());
-    }
-    bool waiting = false;
-    for (auto& p : pending) {
-      if (p.from != From::kSwarm) continue;
-      if (connect) {
-        for (const auto& m : members) {
-          if (std::find(m.segments.begin(), m.segments.end(), p.seg->index) != m.segments.end()) {
-            (void)engine_.connect_peer(p.torrent, peer::Endpoint{m.ip, m.port});
-          }
+      std::vector<SwarmMember> members;
+      {
+        std::lock_guard lock(swarm_mu_);
+        members = swarm_.members(job.task, SwarmClock::now());
+      }
+      announced = false;
+      for (const auto& m : members) {
+        if (std::find(m.segments.begin(), m.segments.end(), seg.index) != m.segments.end()) {
+          announced = true;
+          (void)engine_.connect_peer(tid, peer::Endpoint{m.ip, m.port});
         }
       }
-      auto progress = engine_.progress(p.torrent);
-      const bool failed = !progress.ok() || progress->state == peer::TorrentState::kError;
-      if (!failed && progress->total_bytes > 0 && progress->done_bytes >= progress->total_bytes) {
-        log_line("task %s: segment %lld obtained from the swarm", id,
-                 static_cast<long long>(p.seg->index));
-        p.from = From::kObtained;  // the engine seeds it from now on
-        continue;
-      }
-      if (!failed && progress->done_bytes > p.best) {
-        p.best = progress->done_bytes;
-        p.last_progress = now;
-      } else if (failed || now - p.last_progress >= kSwarmStall) {
-        (void)engine_.remove(p.torrent);
-        std::error_code ec;
-        fs::remove(p.path, ec);
-        p.from = From::kOrigin;
-        continue;
-      }
-      waiting = true;
     }
-    if (!waiting) break;
+    auto progress = engine_.progress(tid);
+    if (!progress.ok() || progress->state == peer::TorrentState::kError) {
+      drop();
+      return false;
+    }
+    if (progress->total_bytes > 0 && progress->done_bytes >= progress->total_bytes) {
+      log_line(filled ? "task %s: segment %lld complete, with pieces from the origin"
+                      : "task %s: segment %lld obtained from the swarm",
+               id, static_cast<long long>(seg.index));
+      return true;  // the engine seeds it from now on
+    }
+    // Connected for a while (bitfields exchanged): what no peer has is needed from the origin
+    // whatever the swarm delivers meanwhile, so fetch it now.
+    if (progress->num_peers > 0 && !peers_since) peers_since = now;
+    if (!filled_nowhere && peers_since && now - *peers_since >= kBitfieldsKnown) {
+      filled_nowhere = true;
+      auto fill = fill_from_origin(job, seg, tid, /*nowhere_only=*/true, self);
+      if (!fill.ok()) {
+        (void)engine_.remove(tid);
+        return fill.error();
+      }
+      filled = *fill > 0;
+      continue;
+    }
+    if (progress->done_bytes > best) {
+      best = progress->done_bytes;
+      last_progress = now;
+    } else if (now - last_progress >= kSwarmStall || (!announced && !filled_rest)) {
+      if (filled_rest) {  // still stalled with the origin's pieces: a piece failed its check
+        drop();
+        return false;
+      }
+      // The swarm gave what it has; the pieces no peer holds (those a dead seeder sent to
+      // nobody) come from the origin, each checked by the engine against the metainfo.
+      auto fill = fill_from_origin(job, seg, tid, /*nowhere_only=*/false, self);
+      if (!fill.ok()) {
+        (void)engine_.remove(tid);
+        return fill.error();
+      }
+      if (*fill < 0) {
+        drop();
+        return false;
+      }
+      filled_rest = true;
+      filled = filled || *fill > 0;
+      last_progress = std::chrono::steady_clock::now();
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
-  // 3. The rest from the origin, by Range (or the whole body, discarded around it, without
-  //    Range), each checked against its published metainfo.
-  for (const auto& p : pending) {
-    if (p.from != From::kOrigin) continue;
-    if (self.abort) return make_error(kErrOriginAborted, "aborted");
-    if (Status st = origin_segment(job, *p.seg, segment_size, self); !st.ok()) return st;
-  }
-  return {};
 }
 
 Status SupernodeService::origin_segment(const FetchJob& job, const tracker::SegmentRecord& seg,
@@ -1020,6 +1060,75 @@ Status SupernodeService::origin_segment(const FetchJob& job, const tracker::Segm
                           " differs from the one published: the content changed at the origin");
   }
   return engine_.add_seed(tid, seg.metainfo, path);
+}
+
+Result<int64_t> SupernodeService::fill_from_origin(const FetchJob& job,
+                                                   const tracker::SegmentRecord& seg,
+                                                   const TaskId& torrent, bool nowhere_only,
+                                                   Worker& self) {
+  const char* id = job.task.get().c_str();
+  auto missing = engine_.missing_pieces(torrent);
+  if (!missing.ok()) return -1;
+  const std::vector<int>& pieces = nowhere_only ? missing->nowhere : missing->pieces;
+  const int64_t piece_size = missing->piece_size;
+  if (pieces.empty()) return 0;
+  if (piece_size <= 0 || seg.offset % piece_size != 0 || missing->total_bytes != seg.size) {
+    return -1;  // fetch_segments cuts the content at multiples of its segment size
+  }
+  const std::string path = segment_path(job.task, seg.index);
+  int64_t counted = 0;
+  // One Range request per run of consecutive missing pieces.
+  for (size_t first = 0; first < pieces.size();) {
+    size_t last = first;
+    while (last + 1 < pieces.size() && pieces[last + 1] == pieces[last] + 1) ++last;
+    SegmentFetchRequest req;
+    req.url = job.url;
+    req.headers = job.headers;
+    req.segment_size = piece_size;  // each "segment" of this fetch is one piece
+    req.start_offset = seg.offset + pieces[first] * piece_size;
+    req.end_offset = seg.offset + std::min<int64_t>((pieces[last] + 1) * piece_size, seg.size);
+    req.segment_path = [&](int64_t i) { return path + ".piece-" + std::to_string(i); };
+    std::vector<FetchedSegment> fetched_pieces;  // handed over once the request is done
+    req.on_segment = [&](const FetchedSegment& f) -> Status {
+      fetched_pieces.push_back(f);
+      return {};
+    };
+    req.abort = &self.abort;
+    const int64_t before = counted;
+    req.on_progress = [&](int64_t bytes) {
+      add_origin_bytes(job.task, before + bytes - counted);
+      counted = before + bytes;
+    };
+    auto fetched = fetch_segments(req);
+    Status handed = {};
+    for (const auto& f : fetched_pieces) {
+      std::ifstream in(f.path, std::ios::binary);
+      std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      in.close();
+      std::error_code ec;
+      fs::remove(f.path, ec);
+      if (!handed.ok()) continue;  // the rest only removed
+      if (static_cast<int64_t>(data.size()) != f.size) {
+        handed = make_error(kErrOriginIo, "cannot read " + f.path);
+        continue;
+      }
+      handed =
+          engine_.add_piece(torrent, static_cast<int>((f.offset - seg.offset) / piece_size), data);
+    }
+    if (!fetched.ok()) return fetched.error();
+    if (!handed.ok()) return handed.error();
+    if (!fetched->range_honoured) {
+      log_line("task %s: segment %lld: the origin ignores Range; fetching the whole segment", id,
+               static_cast<long long>(seg.index));
+      return -1;
+    }
+    first = last + 1;
+  }
+  log_line("task %s: segment %lld: %zu of %lld pieces fetched from the origin (%s)", id,
+           static_cast<long long>(seg.index), pieces.size(),
+           static_cast<long long>((seg.size + piece_size - 1) / piece_size),
+           nowhere_only ? "no connected peer had them" : "the swarm did not deliver them");
+  return static_cast<int64_t>(pieces.size());
 }
 
 std::optional<tracker::TaskRecord> SupernodeService::task_at(const TaskId& task, uint64_t epoch,

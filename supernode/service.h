@@ -194,12 +194,25 @@ class SupernodeService {
   // Whether a worker of this member runs for `task` (or the service is stopping).
   bool busy_with(const TaskId& task);
   // Makes the published `segments` of the task present at their paths and seeded: those on
-  // disk already as they are; the others from the swarm, all at once; each that makes no
-  // progress there for a few seconds from the origin by Range, checked against its metainfo.
+  // disk already as they are; the others one at a time, the last first, from the swarm, with
+  // the pieces no peer has from the origin by Range (each checked by the engine against the
+  // metainfo); a segment that does not complete that way from the origin whole, checked
+  // against its metainfo.
   Status obtain_segments(const FetchJob& job, const std::vector<tracker::SegmentRecord>& segments,
                          int64_t segment_size, Worker& self);
   Status origin_segment(const FetchJob& job, const tracker::SegmentRecord& seg,
                         int64_t segment_size, Worker& self);
+  // Downloads `seg` from the peers that announced it, the pieces none of them has from the
+  // origin (fill_from_origin); true once complete and seeded. False (the download dropped)
+  // when it cannot complete that way: the caller fetches the whole segment.
+  Result<bool> swarm_segment(const FetchJob& job, const tracker::SegmentRecord& seg, Worker& self);
+  // Fetches from the origin, by Range, the pieces the download `torrent` of `seg` still lacks
+  // (with `nowhere_only`, those no connected peer has) and hands them to the engine, which
+  // checks each against the metainfo; returns how many. -1 when that cannot be done piece by
+  // piece (pieces not aligned in the content, an origin that ignores Range): the caller
+  // fetches the whole segment instead.
+  Result<int64_t> fill_from_origin(const FetchJob& job, const tracker::SegmentRecord& seg,
+                                   const TaskId& torrent, bool nowhere_only, Worker& self);
   void fail_task(const TaskId& task, const Error& error, std::optional<uint64_t> epoch);
   std::string segment_path(const TaskId& task, int64_t index) const;
   std::string task_dir(const TaskId& task) const;
