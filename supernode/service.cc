@@ -946,9 +946,10 @@ Result<bool> SupernodeService::swarm_segment(const FetchJob& job, const tracker:
   // Every member hears every peer's announces: connect to the peers that announced the
   // segment. The pieces no peer has come from the origin: at once when no peer announced the
   // segment, else once the swarm made no progress for kSwarmStall.
-  bool filled = false;          // some piece came from the origin
-  bool filled_nowhere = false;  // the pieces no connected peer had were asked for
-  bool filled_rest = false;     // every missing piece was asked for
+  // What the origin was asked for so far: nothing, the pieces no connected peer had, or every
+  // missing piece.
+  enum class Asked { kNothing, kNowhere, kEverything } asked = Asked::kNothing;
+  bool from_origin = false;  // some piece came from the origin
   int64_t best = -1;
   std::optional<std::chrono::steady_clock::time_point> peers_since;  // first peer connected
   auto last_progress = std::chrono::steady_clock::now();
@@ -981,29 +982,30 @@ Result<bool> SupernodeService::swarm_segment(const FetchJob& job, const tracker:
       return false;
     }
     if (progress->total_bytes > 0 && progress->done_bytes >= progress->total_bytes) {
-      log_line(filled ? "task %s: segment %lld complete, with pieces from the origin"
-                      : "task %s: segment %lld obtained from the swarm",
+      log_line(from_origin ? "task %s: segment %lld complete, with pieces from the origin"
+                           : "task %s: segment %lld obtained from the swarm",
                id, static_cast<long long>(seg.index));
       return true;  // the engine seeds it from now on
     }
     // Connected for a while (bitfields exchanged): what no peer has is needed from the origin
     // whatever the swarm delivers meanwhile, so fetch it now.
     if (progress->num_peers > 0 && !peers_since) peers_since = now;
-    if (!filled_nowhere && peers_since && now - *peers_since >= kBitfieldsKnown) {
-      filled_nowhere = true;
+    if (asked == Asked::kNothing && peers_since && now - *peers_since >= kBitfieldsKnown) {
+      asked = Asked::kNowhere;
       auto fill = fill_from_origin(job, seg, tid, /*nowhere_only=*/true, self);
       if (!fill.ok()) {
         (void)engine_.remove(tid);
         return fill.error();
       }
-      filled = *fill > 0;
+      from_origin = *fill > 0;
       continue;
     }
     if (progress->done_bytes > best) {
       best = progress->done_bytes;
       last_progress = now;
-    } else if (now - last_progress >= kSwarmStall || (!announced && !filled_rest)) {
-      if (filled_rest) {  // still stalled with the origin's pieces: a piece failed its check
+    } else if (now - last_progress >= kSwarmStall || (!announced && asked != Asked::kEverything)) {
+      // Still stalled with the origin's pieces: a piece failed its check.
+      if (asked == Asked::kEverything) {
         drop();
         return false;
       }
@@ -1018,8 +1020,8 @@ Result<bool> SupernodeService::swarm_segment(const FetchJob& job, const tracker:
         drop();
         return false;
       }
-      filled_rest = true;
-      filled = filled || *fill > 0;
+      asked = Asked::kEverything;
+      from_origin = from_origin || *fill > 0;
       last_progress = std::chrono::steady_clock::now();
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
@@ -1075,9 +1077,8 @@ Result<int64_t> SupernodeService::fill_from_origin(const FetchJob& job,
   if (piece_size <= 0 || seg.offset % piece_size != 0 || missing->total_bytes != seg.size) {
     return -1;  // fetch_segments cuts the content at multiples of its segment size
   }
-  const std::string path = segment_path(job.task, seg.index);
-  int64_t counted = 0;
-  // One Range request per run of consecutive missing pieces.
+  // One Range request per run of consecutive missing pieces; each piece is handed to the
+  // engine as it arrives.
   for (size_t first = 0; first < pieces.size();) {
     size_t last = first;
     while (last + 1 < pieces.size() && pieces[last + 1] == pieces[last] + 1) ++last;
@@ -1087,36 +1088,18 @@ Result<int64_t> SupernodeService::fill_from_origin(const FetchJob& job,
     req.segment_size = piece_size;  // each "segment" of this fetch is one piece
     req.start_offset = seg.offset + pieces[first] * piece_size;
     req.end_offset = seg.offset + std::min<int64_t>((pieces[last] + 1) * piece_size, seg.size);
-    req.segment_path = [&](int64_t i) { return path + ".piece-" + std::to_string(i); };
-    std::vector<FetchedSegment> fetched_pieces;  // handed over once the request is done
-    req.on_segment = [&](const FetchedSegment& f) -> Status {
-      fetched_pieces.push_back(f);
-      return {};
+    req.on_segment_bytes = [&](const FetchedSegment& f, std::string bytes) {
+      const auto piece = static_cast<int>((f.offset - seg.offset) / piece_size);
+      return engine_.add_piece(torrent, piece, bytes);
     };
     req.abort = &self.abort;
-    const int64_t before = counted;
+    int64_t counted = 0;
     req.on_progress = [&](int64_t bytes) {
-      add_origin_bytes(job.task, before + bytes - counted);
-      counted = before + bytes;
+      add_origin_bytes(job.task, bytes - counted);
+      counted = bytes;
     };
     auto fetched = fetch_segments(req);
-    Status handed = {};
-    for (const auto& f : fetched_pieces) {
-      std::ifstream in(f.path, std::ios::binary);
-      std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      in.close();
-      std::error_code ec;
-      fs::remove(f.path, ec);
-      if (!handed.ok()) continue;  // the rest only removed
-      if (static_cast<int64_t>(data.size()) != f.size) {
-        handed = make_error(kErrOriginIo, "cannot read " + f.path);
-        continue;
-      }
-      handed =
-          engine_.add_piece(torrent, static_cast<int>((f.offset - seg.offset) / piece_size), data);
-    }
     if (!fetched.ok()) return fetched.error();
-    if (!handed.ok()) return handed.error();
     if (!fetched->range_honoured) {
       log_line("task %s: segment %lld: the origin ignores Range; fetching the whole segment", id,
                static_cast<long long>(seg.index));

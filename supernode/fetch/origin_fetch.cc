@@ -271,8 +271,9 @@ struct SegmentTransfer {
   bool range_honoured = true;
   bool reached_end = false;  // end_offset reached: stopped on purpose
   bool aborted = false;
-  std::optional<Error> error;      // local failure (disk, on_segment, bad Content-Range)
-  std::unique_ptr<PartFile> part;  // the segment being written
+  std::optional<Error> error;       // local failure (disk, on_segment, bad Content-Range)
+  std::unique_ptr<PartFile> part;   // the segment being written
+  std::optional<std::string> held;  // the segment being received (on_segment_bytes)
   int64_t part_index = -1;
   int64_t part_size = 0;
 
@@ -281,8 +282,19 @@ struct SegmentTransfer {
   }
   int64_t index_of(int64_t off) const { return off / request->segment_size; }
 
-  // Completes the segment being written (fsync, close, rename, on_segment).
+  // Completes the segment being written (fsync, close, rename, on_segment) or held.
   bool finish_part() {
+    if (held) {
+      FetchedSegment seg{part_index, part_index * request->segment_size, part_size, ""};
+      std::string bytes = std::move(*held);
+      held.reset();
+      ++segments;
+      if (Status st = request->on_segment_bytes(seg, std::move(bytes)); !st.ok()) {
+        error = st.error();
+        return false;
+      }
+      return true;
+    }
     if (!part) return true;
     const std::string final_path = request->segment_path(part_index);
     if (::fsync(part->fd()) != 0) {
@@ -312,32 +324,48 @@ struct SegmentTransfer {
     return true;
   }
 
+  // Starts the segment at `offset`: a part file, or memory with on_segment_bytes.
+  bool open_part() {
+    part_index = index_of(offset);
+    part_size = 0;
+    if (request->on_segment_bytes) {
+      held.emplace();
+      return true;
+    }
+    part = std::make_unique<PartFile>(request->segment_path(part_index) + ".part");
+    if (part->open() < 0) {
+      error =
+          make_error(kErrOriginIo, "cannot create " + part->path() + ": " + std::strerror(errno));
+      part.reset();
+      return false;
+    }
+    return true;
+  }
+
+  bool append_to_part(const char* data, size_t n) {
+    if (held) {
+      held->append(data, n);
+      return true;
+    }
+    for (size_t off = 0; off < n;) {
+      ssize_t w = ::write(part->fd(), data + off, n - off);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        error =
+            make_error(kErrOriginIo, "cannot write " + part->path() + ": " + std::strerror(errno));
+        return false;
+      }
+      off += static_cast<size_t>(w);
+    }
+    return true;
+  }
+
   bool write(const char* data, size_t n) {
     while (n > 0) {
-      if (!part) {
-        part_index = index_of(offset);
-        part_size = 0;
-        part = std::make_unique<PartFile>(request->segment_path(part_index) + ".part");
-        if (part->open() < 0) {
-          error = make_error(kErrOriginIo,
-                             "cannot create " + part->path() + ": " + std::strerror(errno));
-          part.reset();
-          return false;
-        }
-      }
+      if (!part && !held && !open_part()) return false;
       const int64_t room = request->segment_size - part_size;
       const size_t take = static_cast<size_t>(std::min<int64_t>(room, static_cast<int64_t>(n)));
-      size_t off = 0;
-      while (off < take) {
-        ssize_t w = ::write(part->fd(), data + off, take - off);
-        if (w < 0) {
-          if (errno == EINTR) continue;
-          error = make_error(kErrOriginIo,
-                             "cannot write " + part->path() + ": " + std::strerror(errno));
-          return false;
-        }
-        off += static_cast<size_t>(w);
-      }
+      if (!append_to_part(data, take)) return false;
       part_size += static_cast<int64_t>(take);
       offset += static_cast<int64_t>(take);
       data += take;
@@ -441,8 +469,8 @@ Result<SegmentFetchResult> fetch_segments(const SegmentFetchRequest& request) {
       return make_error(kErrOriginRequest, "bad header for " + url + ": contains CR, LF or NUL");
     }
   }
-  if (request.segment_size <= 0 || !request.segment_path || request.start_offset < 0 ||
-      request.start_offset % request.segment_size != 0 ||
+  if (request.segment_size <= 0 || !request.segment_path == !request.on_segment_bytes ||
+      request.start_offset < 0 || request.start_offset % request.segment_size != 0 ||
       (request.end_offset >= 0 && request.end_offset <= request.start_offset)) {
     return make_error(kErrOriginRequest, "bad segmented fetch of " + url);
   }

@@ -43,7 +43,7 @@ struct FetchResult {
 Result<FetchResult> fetch_to_file(const FetchRequest& request);
 
 // One completed segment of a segmented fetch: bytes [offset, offset + size) of the content,
-// fsynced and renamed to `path`.
+// fsynced and renamed to `path` (empty when the fetch keeps segments in memory).
 struct FetchedSegment {
   int64_t index = 0;
   int64_t offset = 0;
@@ -73,6 +73,10 @@ struct SegmentFetchRequest {
   // Called on the fetching thread after each segment is complete, in index order. An error
   // stops the fetch and is returned as the fetch's error. May block (the transfer waits).
   std::function<Status(const FetchedSegment&)> on_segment;
+  // Instead of segment_path and on_segment: segments are kept in memory (nothing is written to
+  // disk) and each is handed over with its bytes when complete, same order and error rule.
+  // For small segments, e.g. single pieces a re-seed needs from the origin.
+  std::function<Status(const FetchedSegment&, std::string bytes)> on_segment_bytes;
   // Called as bytes arrive with the bytes received from the origin so far (discarded ones
   // included).
   std::function<void(int64_t origin_bytes)> on_progress;

@@ -131,6 +131,64 @@ TEST_P(SegmentFetchTest, AnErrorFromOnSegmentStopsTheFetch) {
   EXPECT_FALSE(fs::exists(path(2) + ".part"));
 }
 
+TEST_P(SegmentFetchTest, SegmentsKeptInMemoryAreHandedOverWithTheirBytes) {
+  // Pieces 1-2 of segment 3, as a re-seed asks for them: nothing touches the disk.
+  auto req = request();
+  req.segment_path = nullptr;
+  req.on_segment = nullptr;
+  constexpr int64_t kPiece = 64 * 1024;
+  req.segment_size = kPiece;
+  req.start_offset = 3 * kSeg + kPiece;
+  req.end_offset = 3 * kSeg + 3 * kPiece;
+  req.on_segment_bytes = [this](const FetchedSegment& s, std::string bytes) {
+    seen_.push_back(s);
+    EXPECT_TRUE(s.path.empty());
+    EXPECT_EQ(bytes, blob_.substr(static_cast<size_t>(s.offset), static_cast<size_t>(s.size)));
+    return Status{};
+  };
+  auto r = fetch_segments(req);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->end, 3 * kSeg + 3 * kPiece);
+  EXPECT_EQ(r->segments, 2);
+  ASSERT_EQ(seen_.size(), 2u);
+  EXPECT_EQ(seen_[0].offset, 3 * kSeg + kPiece);
+  EXPECT_EQ(seen_[1].index, (3 * kSeg + 2 * kPiece) / kPiece);
+  EXPECT_EQ(seen_[1].size, kPiece);
+  EXPECT_TRUE(fs::is_empty(dir_ / "out"));
+  EXPECT_EQ(r->range_honoured, GetParam());
+
+  // A short last piece, and an error from the callback stops the fetch with that error.
+  seen_.clear();
+  req.start_offset = 5 * kSeg;
+  req.end_offset = -1;
+  auto whole = fetch_segments(req);
+  ASSERT_TRUE(whole.ok()) << whole.error().message;
+  ASSERT_EQ(seen_.size(), 1u);
+  EXPECT_EQ(seen_[0].size, 1234);
+  req.start_offset = 0;
+  req.on_segment_bytes = [](const FetchedSegment& s, std::string) -> Status {
+    if (s.index == 1) return make_error("engine.bad_piece", "refused");
+    return {};
+  };
+  auto refused = fetch_segments(req);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code, "engine.bad_piece");
+}
+
+TEST_P(SegmentFetchTest, EitherFilesOrMemoryNotBoth) {
+  auto req = request();
+  req.on_segment_bytes = [](const FetchedSegment&, std::string) { return Status{}; };
+  auto both = fetch_segments(req);
+  ASSERT_FALSE(both.ok());
+  EXPECT_EQ(both.error().code, kErrOriginRequest);
+  req.segment_path = nullptr;
+  req.on_segment_bytes = nullptr;
+  auto neither = fetch_segments(req);
+  ASSERT_FALSE(neither.ok());
+  EXPECT_EQ(neither.error().code, kErrOriginRequest);
+  EXPECT_TRUE(seen_.empty());
+}
+
 TEST_P(SegmentFetchTest, NotFound) {
   auto req = request();
   req.url += ".missing";
