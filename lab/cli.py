@@ -29,7 +29,7 @@ import signal
 import subprocess
 import sys
 
-from lab import Lab, cleanup_stale, percentile
+from lab import HOST_QDISCS, Lab, cleanup_stale, percentile
 from scenarios import MIB, World, run_starling, starling_correctness
 
 
@@ -49,6 +49,8 @@ def main(argv: list[str]) -> int:
     c.add_argument("--timeout", type=float, default=480.0, help="download phase limit, s")
     c.add_argument("--budget", type=float, default=560.0,
                    help="hard limit for the whole run, s; then tear down and fail")
+    c.add_argument("--host-qdisc", default="fifo", choices=HOST_QDISCS,
+                   help="how a host's upload queues: one FIFO, or small packets first [fifo]")
     c.add_argument("--json")
     c.add_argument("--keep", action="store_true", help="keep the lab's files (logs)")
     sub.add_parser("cleanup", help="remove leftovers of crashed runs")
@@ -78,7 +80,7 @@ def main(argv: list[str]) -> int:
         print(f"lab.py: {starling} is not an executable", file=sys.stderr)
         return 2
     try:
-        with Lab(keep=a.keep) as lab:
+        with Lab(keep=a.keep, host_qdisc=a.host_qdisc) as lab:
             signal.alarm(int(a.budget))  # SIGALRM tears the lab down like Ctrl-C does
             try:
                 world = World(lab, a.peers, a.size_mib * MIB, a.rate_mbit, a.rate_mbit,

@@ -3,7 +3,8 @@
 
 Each host is a network namespace joined to one Linux bridge by a veth pair. Both directions of
 every host link are shaped with tbf (the namespace side of the veth shapes the host's upload,
-the bridge side shapes its download). Processes run inside the hosts with `ip netns exec`.
+the bridge side shapes its download); with host_qdisc="sparse-first" the upload is htb with
+small packets first instead. Processes run inside the hosts with `ip netns exec`.
 
 Every object a run creates carries the run's name prefix `stlXXXX` (XXXX = 4 random hex digits):
 namespaces `stlXXXX-HOST`, the bridge `stlXXXXbr`, bridge-side veths `stlXXXXvN`, the temp dir
@@ -31,6 +32,9 @@ import time
 
 PREFIX = "stl"
 STATE_DIR = "/run/starling-lab"
+# How a host's upload queues: "fifo" (tbf, one 50 ms FIFO) or "sparse-first" (htb; small
+# packets such as ACKs before bulk data, a stand-in for a host's fq_codel).
+HOST_QDISCS = ("fifo", "sparse-first")
 SUBNET_BITS = 16  # every host lives in 198.18.0.0/16 (inside the benchmark range 198.18.0.0/15)
 
 _NAME_RE = re.compile(r"^stl([0-9a-f]{4})(?:-|br$|v\d+$)")
@@ -179,12 +183,36 @@ class Host:
         return {"tx_bytes": st["tx"]["bytes"], "rx_bytes": st["rx"]["bytes"]}
 
     def set_rate(self, rate_mbit: float) -> None:
-        """(Re)shapes both directions of the host link to rate_mbit with tbf."""
+        """(Re)shapes both directions of the host link to rate_mbit: tbf, or for the upload
+        htb with small packets first (the lab's host_qdisc)."""
         self.rate_mbit = rate_mbit
         burst = max(128 * 1024, int(rate_mbit * 1e6 / 8 / 250))  # >= a 64 KiB GSO frame
         spec = ["tbf", "rate", f"{rate_mbit}mbit", "burst", str(burst), "latency", "50ms"]
-        sh("tc", "-n", self.ns, "qdisc", "replace", "dev", "eth0", "root", *spec)  # upload
+        if self.lab.host_qdisc == "sparse-first":
+            self._sparse_first(rate_mbit, burst)  # upload
+        else:
+            sh("tc", "-n", self.ns, "qdisc", "replace", "dev", "eth0", "root", *spec)  # upload
         sh("tc", "qdisc", "replace", "dev", self.veth, "root", *spec)  # download
+
+    def _sparse_first(self, rate_mbit: float, burst: int) -> None:
+        """The host's upload at rate_mbit with small packets (IP length < 128: pure ACKs,
+        BitTorrent requests and HAVEs) sent before bulk data, as a host's fq_codel serves sparse
+        flows first (this kernel has no fq_codel): htb, two classes, a u32 filter, a 50 ms FIFO
+        each (like the tbf's)."""
+        tc = ["tc", "-n", self.ns]
+        rate = f"{rate_mbit}mbit"
+        b = ["burst", str(burst), "cburst", str(burst), "quantum", "65536"]
+        limit = str(int(rate_mbit * 1e6 / 8 * 0.05))
+        sh(*tc, "qdisc", "del", "dev", "eth0", "root", check=False)
+        sh(*tc, "qdisc", "add", "dev", "eth0", "root", "handle", "1:", "htb", "default", "20")
+        sh(*tc, "class", "add", "dev", "eth0", "parent", "1:", "classid", "1:1", "htb", "rate",
+           rate, "ceil", rate, *b)
+        for cls, share, prio in (("1:10", 0.1, "0"), ("1:20", 0.9, "1")):
+            sh(*tc, "class", "add", "dev", "eth0", "parent", "1:1", "classid", cls, "htb",
+               "rate", f"{rate_mbit * share:g}mbit", "ceil", rate, "prio", prio, *b)
+            sh(*tc, "qdisc", "add", "dev", "eth0", "parent", cls, "bfifo", "limit", limit)
+        sh(*tc, "filter", "add", "dev", "eth0", "parent", "1:", "protocol", "ip", "prio", "1",
+           "u32", "match", "u16", "0x0000", "0xff80", "at", "2", "flowid", "1:10")
 
     # -- faults --------------------------------------------------------------------------
     def link_down(self) -> None:
@@ -214,7 +242,10 @@ class Host:
 class Lab:
     """Context manager: `with Lab() as lab: h = lab.add_host("origin", "198.18.0.2", 100)`."""
 
-    def __init__(self, keep: bool = False):
+    def __init__(self, keep: bool = False, host_qdisc: str = "fifo"):
+        if host_qdisc not in HOST_QDISCS:
+            raise SystemExit(f"lab: unknown host qdisc {host_qdisc!r} (one of {HOST_QDISCS})")
+        self.host_qdisc = host_qdisc
         if os.geteuid() != 0:
             raise SystemExit("lab: needs root (network namespaces, tc, iptables)")
         for tool in ("ip", "tc", "iptables"):

@@ -325,11 +325,12 @@ def _peer_task(sock: str, timeout: float = 0.5) -> dict | None:
     return None
 
 
-def _veth_rx(host: Host) -> int:
+def _veth_rx(host: Host, counter: str = "tx_bytes") -> int:
     """Bytes delivered to `host` so far: the tx counter of its bridge-side veth (a file in the
-    root namespace, cheap enough to read every sample)."""
+    root namespace, cheap enough to read every sample); with counter="rx_bytes", the bytes
+    `host` sent."""
     try:
-        with open(f"/sys/class/net/{host.veth}/statistics/tx_bytes") as f:
+        with open(f"/sys/class/net/{host.veth}/statistics/{counter}") as f:
             return int(f.read())
     except (OSError, ValueError):
         return 0
@@ -535,7 +536,8 @@ class StarlingPhase:
             for i, t in enumerate(tasks):
                 if t is not None:  # a daemon that did not answer keeps its last value
                     last_done[i] = int(t.get("done_bytes", 0))
-            self.samples.append((time.time() - t0, list(last_done), [_veth_rx(p) for p in peers]))
+            self.samples.append((time.time() - t0, list(last_done), [_veth_rx(p) for p in peers],
+                                 sum(_veth_rx(h, "rx_bytes") for h in self.world.supernodes)))
             if on_tick is not None:
                 on_tick(self, tasks)
             if time.time() - last_log > 10:
@@ -550,10 +552,10 @@ class StarlingPhase:
         """longest_stall() of the local API's done_bytes, and of the bytes each link delivered
         within the same window (first verified byte to the last peer complete: before it,
         links carry only control traffic, after it only verification may be left)."""
-        api = longest_stall([(t, d) for t, d, _ in self.samples], 1, at)
+        api = longest_stall([(t, d) for t, d, _, _ in self.samples], 1, at)
         window = None if api["window_s"] is None else (api["first_s"],
                                                        api["first_s"] + api["window_s"])
-        wire = longest_stall([(t, w) for t, _, w in self.samples], WIRE_STEP, at, window)
+        wire = longest_stall([(t, w) for t, _, w, _ in self.samples], WIRE_STEP, at, window)
         return api, wire
 
     def finish(self) -> dict:
@@ -579,7 +581,7 @@ class StarlingPhase:
         api, wire_stall = self.stalls()
         # Per peer: when its daemon first reported every byte, and how long its get took
         # after that (the daemon's check of the content, the copy into the output, fsync).
-        last_byte = [next((t for t, d, _ in self.samples if d[i] >= world.size), None)
+        last_byte = [next((t for t, d, _, _ in self.samples if d[i] >= world.size), None)
                      for i in range(len(world.peers))]
         after = [None if b is None or t is None else max(0.0, t - b)
                  for b, t in zip(last_byte, self.times)]
@@ -602,9 +604,10 @@ class StarlingPhase:
             "stall": api, "wire_stall": wire_stall, "samples": len(self.samples),
             "sample_period_s": (self.samples[-1][0] - self.samples[0][0]) / (len(self.samples) - 1)
             if len(self.samples) > 1 else None,
-            # (t s, bytes the peers' daemons report done, bytes their links received), summed
-            # over peers, per sample: the swarm's delivery over time.
-            "timeline": [[round(t, 3), sum(d), sum(w)] for t, d, w in self.samples]})
+            # (t s, bytes the peers' daemons report done, bytes their links received, summed
+            # over peers; bytes the supernodes' links sent), per sample: the swarm's delivery
+            # and the seed's uplink over time.
+            "timeline": [[round(t, 3), sum(d), sum(w), s] for t, d, w, s in self.samples]})
 
 
 def run_starling(world: World, starling: str, timeout: float, fault: str = "none") -> dict:
