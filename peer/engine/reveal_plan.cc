@@ -1,8 +1,18 @@
 #include "peer/engine/reveal_plan.h"
 
+#include <cmath>
 #include <cstdlib>
 
 namespace starling::peer {
+
+int reveal_window(int64_t upload_bytes_per_second, int64_t piece_size) {
+  if (upload_bytes_per_second <= 0 || piece_size <= 0) return kMinRevealWindow;
+  const double pieces =
+      static_cast<double>(upload_bytes_per_second) * kRevealLead / static_cast<double>(piece_size);
+  if (pieces >= kMaxRevealWindow) return kMaxRevealWindow;
+  const int whole = static_cast<int>(std::ceil(pieces));
+  return whole < kMinRevealWindow ? kMinRevealWindow : whole;
+}
 
 RevealPlan::RevealPlan(int pieces) : count_(static_cast<size_t>(pieces > 0 ? pieces : 0), 0) {}
 

@@ -15,6 +15,16 @@
 
 namespace starling::peer {
 
+// How many pieces a seed keeps shown to one downloader and not yet had by it: enough for
+// kRevealLead of the connection's current upload rate, at least kMinRevealWindow, at most
+// kMaxRevealWindow. A fixed 4 capped one loopback connection at ~110 MB/s (each next piece is
+// shown only after a HAVE came back, docs/bench/tls.md); on a 100 Mbit/s link shared by
+// several downloaders it stays 4, so a piece still leaves the seed about once.
+inline constexpr int kMinRevealWindow = 4;
+inline constexpr int kMaxRevealWindow = 64;
+inline constexpr double kRevealLead = 0.25;  // seconds
+int reveal_window(int64_t upload_bytes_per_second, int64_t piece_size);
+
 class RevealPlan {
  public:
   explicit RevealPlan(int pieces);

@@ -106,14 +106,14 @@ namespace {
 // libtorrent's own have-all, and its extension handshake says so; the downloaders' half
 // (FromSeed) then ignores that have-all, so they ask the seed only for what it showed them.
 // Plugins run on libtorrent's network thread only.
-constexpr int kRevealWindow = 4;  // pieces shown to a downloader and not yet had by it
 // In the seed's extension handshake, which BitTorrent sends before its have-all.
 constexpr char kSeedShareKey[] = "starling_seed_share";
 
 class SeedSharePeer final : public lt::peer_plugin {
  public:
-  SeedSharePeer(std::shared_ptr<RevealPlan> plan, const lt::peer_connection_handle& pc)
-      : plan_(std::move(plan)), pc_(pc), slot_(plan_->add_peer()) {}
+  SeedSharePeer(std::shared_ptr<RevealPlan> plan, int64_t piece_size,
+                const lt::peer_connection_handle& pc)
+      : plan_(std::move(plan)), piece_size_(piece_size), pc_(pc), slot_(plan_->add_peer()) {}
   ~SeedSharePeer() override { release(); }
 
   void add_handshake(lt::entry& h) override { h[kSeedShareKey] = 1; }
@@ -138,7 +138,20 @@ class SeedSharePeer final : public lt::peer_plugin {
     top_up();
     return false;
   }
-  void tick() override { top_up(); }  // once a second: whatever the events missed
+  // Once a second: the window follows the connection's rate; whatever the events missed.
+  void tick() override {
+    lt::peer_info info;
+    pc_.get_peer_info(info);
+    const auto now = std::chrono::steady_clock::now();
+    const double seconds = std::chrono::duration<double>(now - last_tick_).count();
+    if (seconds > 0.1) {  // the rate of the last tick: libtorrent's own average lags seconds
+      const auto rate = static_cast<double>(info.total_upload - last_upload_) / seconds;
+      window_ = reveal_window(static_cast<int64_t>(rate), piece_size_);
+    }
+    last_tick_ = now;
+    last_upload_ = info.total_upload;
+    top_up();
+  }
 
  private:
   void release() {
@@ -147,7 +160,7 @@ class SeedSharePeer final : public lt::peer_plugin {
   }
   void top_up() {
     if (slot_ < 0 || pc_.in_handshake() || pc_.is_disconnecting()) return;
-    while (plan_->outstanding(slot_) < kRevealWindow) {
+    while (plan_->outstanding(slot_) < window_) {
       const int piece = plan_->next_for(slot_);
       if (piece < 0) return;
       const auto p = static_cast<uint32_t>(piece);
@@ -165,19 +178,25 @@ class SeedSharePeer final : public lt::peer_plugin {
   }
 
   std::shared_ptr<RevealPlan> plan_;
+  int64_t piece_size_;
   lt::peer_connection_handle pc_;
   int slot_;
+  int window_ = kMinRevealWindow;  // pieces shown and not yet had, reveal_window()
+  std::chrono::steady_clock::time_point last_tick_ = std::chrono::steady_clock::now();
+  int64_t last_upload_ = 0;  // payload bytes sent on this connection at the last tick
 };
 
 class SeedShare final : public lt::torrent_plugin {
  public:
-  explicit SeedShare(int pieces) : plan_(std::make_shared<RevealPlan>(pieces)) {}
+  SeedShare(int pieces, int64_t piece_size)
+      : plan_(std::make_shared<RevealPlan>(pieces)), piece_size_(piece_size) {}
   std::shared_ptr<lt::peer_plugin> new_connection(const lt::peer_connection_handle& pc) override {
-    return std::make_shared<SeedSharePeer>(plan_, pc);
+    return std::make_shared<SeedSharePeer>(plan_, piece_size_, pc);
   }
 
  private:
   std::shared_ptr<RevealPlan> plan_;
+  int64_t piece_size_;
 };
 
 // The downloaders' half: a connection whose extension handshake says the other end is a
@@ -449,11 +468,12 @@ class LibtorrentEngine final : public TorrentEngine {
       atp.flags |= lt::torrent_flags::seed_mode;
       atp.verified_pieces.resize(atp.ti->num_pieces(), true);
       if (config_.seed_share) {
-        atp.extensions.push_back([pieces = atp.ti->num_pieces()](
-                                     const lt::torrent_handle&,
-                                     lt::client_data_t) -> std::shared_ptr<lt::torrent_plugin> {
-          return std::make_shared<SeedShare>(pieces);
-        });
+        atp.extensions.push_back(
+            [pieces = atp.ti->num_pieces(), piece_size = int64_t{atp.ti->piece_length()}](
+                const lt::torrent_handle&,
+                lt::client_data_t) -> std::shared_ptr<lt::torrent_plugin> {
+              return std::make_shared<SeedShare>(pieces, piece_size);
+            });
       }
     } else {
       atp.extensions.push_back(

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <limits>
 #include <random>
 #include <set>
 #include <vector>
@@ -83,6 +84,21 @@ TEST(RevealPlan, ALeavingDownloaderNoLongerCounts) {
   EXPECT_EQ(b, a);  // the slot is reused, clean
   EXPECT_EQ(plan.outstanding(b), 0);
   EXPECT_EQ(plan.next_for(b), 0);
+}
+
+TEST(RevealWindow, FollowsTheConnectionsRateWithinItsBounds) {
+  constexpr int64_t kMiB = 1024 * 1024;
+  EXPECT_EQ(reveal_window(0, kMiB), kMinRevealWindow);  // a new connection: no rate yet
+  EXPECT_EQ(reveal_window(-5, kMiB), kMinRevealWindow);
+  EXPECT_EQ(reveal_window(100 * kMiB, 0), kMinRevealWindow);
+  // A 100 Mbit/s link, even unshared: 12.5 MB/s x 0.25 s = 3 MiB, fewer than the minimum.
+  EXPECT_EQ(reveal_window(12'500'000, kMiB), kMinRevealWindow);
+  // 110 MB/s with 2 MiB pieces: 13.1 pieces in 0.25 s -> 14; 300 MB/s -> 36.
+  EXPECT_EQ(reveal_window(110'000'000, 2 * kMiB), 14);
+  EXPECT_EQ(reveal_window(300'000'000, 2 * kMiB), 36);
+  EXPECT_EQ(reveal_window(32 * kMiB, kMiB), 8);  // exactly 8 pieces: not rounded up
+  EXPECT_EQ(reveal_window(int64_t{1} << 40, 16 * 1024), kMaxRevealWindow);
+  EXPECT_EQ(reveal_window(std::numeric_limits<int64_t>::max(), 1), kMaxRevealWindow);
 }
 
 TEST(RevealPlan, NoPiecesNoReveals) {
