@@ -346,7 +346,7 @@ void SupernodeService::resume_tasks() {
     fail_task(task,
               make_error(kErrContentMissing,
                          "the supernode lost the content of this task; register the task again"),
-              std::nullopt);
+              (*rec)->lease_epoch.get(), /*seed_lost=*/true);
   }
 }
 
@@ -856,9 +856,10 @@ bool SupernodeService::busy_with(const TaskId& task) {
   return false;
 }
 
-void SupernodeService::fail_task(const TaskId& task, const Error& error,
-                                 std::optional<uint64_t> epoch) {
-  auto index = log_.propose(tracker::MarkTaskFailed{task, error.code, error.message, epoch});
+void SupernodeService::fail_task(const TaskId& task, const Error& error, uint64_t epoch,
+                                 bool seed_lost) {
+  auto index =
+      log_.propose(tracker::MarkTaskFailed{task, error.code, error.message, epoch, seed_lost});
   if (!index.ok()) {
     log_line("task %s: cannot record failure: %s", task.get().c_str(),
              index.error().message.c_str());
@@ -1191,7 +1192,7 @@ void SupernodeService::run_worker(const FetchJob& job, uint64_t epoch, Worker& s
       return;  // stays "fetching": the lease expires and the leader hands it over
     }
     log_line("task %s failed: %s: %s", id, e.code.c_str(), e.message.c_str());
-    fail_task(job.task, e, epoch);
+    fail_task(job.task, e, epoch, /*seed_lost=*/false);
   };
 
   std::error_code ec;
@@ -1454,7 +1455,8 @@ void SupernodeService::run_reseed(const FetchJob& job, uint64_t epoch, Worker& s
   }
   log_line("task %s: re-seeding failed: %s: %s", id, st.error().code.c_str(),
            st.error().message.c_str());
-  // Failed only if nobody handed it on meanwhile (a ready task's failure carries no epoch).
+  // Failed only if nobody handed it on meanwhile: checked against this replica here, and
+  // fenced by the epoch when committed (another leader may re-seed it in between).
   auto now_rec = tracker_.get_task(job.task);
   if (now_rec.ok() && now_rec->has_value() && (*now_rec)->state == tracker::TaskState::kReady &&
       (*now_rec)->lease_epoch.get() == epoch) {
@@ -1463,7 +1465,7 @@ void SupernodeService::run_reseed(const FetchJob& job, uint64_t epoch, Worker& s
                          "its seeder was lost and the content could not be "
                          "obtained again: " +
                              st.error().message),
-              std::nullopt);
+              epoch, /*seed_lost=*/true);
   }
 }
 

@@ -213,7 +213,9 @@ class SupernodeService {
   // fetches the whole segment instead.
   Result<int64_t> fill_from_origin(const FetchJob& job, const tracker::SegmentRecord& seg,
                                    const TaskId& torrent, bool nowhere_only, Worker& self);
-  void fail_task(const TaskId& task, const Error& error, std::optional<uint64_t> epoch);
+  // Commits MarkTaskFailed fenced by `epoch`: of this member's fetch, or with seed_lost of its
+  // seed of the ready task (tracker/command.h).
+  void fail_task(const TaskId& task, const Error& error, uint64_t epoch, bool seed_lost);
   std::string segment_path(const TaskId& task, int64_t index) const;
   std::string task_dir(const TaskId& task) const;
   void add_origin_bytes(const TaskId& task, int64_t bytes);

@@ -93,6 +93,7 @@ struct Encoder {
               {"code", c.code},
               {"message", c.message}};
     if (c.epoch) j["epoch"] = *c.epoch;
+    if (c.seed_lost) j["seed_lost"] = true;
     return j;
   }
   json operator()(const PublishSegment& c) const {
@@ -183,6 +184,7 @@ struct Validator {
   }
   Status operator()(const MarkTaskFailed& c) const {
     if (Status st = task(c.task_id); !st.ok()) return st;
+    if (c.seed_lost && !c.epoch) return bad("MarkTaskFailed: seed_lost without an epoch");
     if (c.epoch) return epoch("MarkTaskFailed", *c.epoch);
     return {};
   }
@@ -292,7 +294,7 @@ Result<Command> decode_command_object(const json& j) {
     return Command(MarkTaskReady{*id, *epoch, *size, *sha256, *seed_ip, *seed_port});
   }
   if (*type == "MarkTaskFailed") {
-    if (!only_keys(j, {"type", "task_id", "code", "message", "epoch"})) {
+    if (!only_keys(j, {"type", "task_id", "code", "message", "epoch", "seed_lost"})) {
       return bad("MarkTaskFailed: unknown field");
     }
     auto id = task_id();
@@ -306,6 +308,10 @@ Result<Command> decode_command_object(const json& j) {
       auto epoch = get_uint(j, "epoch");
       if (!epoch) return bad("MarkTaskFailed: epoch is not an unsigned integer");
       c.epoch = *epoch;
+    }
+    if (j.contains("seed_lost")) {
+      if (!j["seed_lost"].is_boolean()) return bad("MarkTaskFailed: seed_lost is not a boolean");
+      c.seed_lost = j["seed_lost"].get<bool>();
     }
     return Command(std::move(c));
   }

@@ -72,14 +72,19 @@ struct MarkTaskReady {
 };
 
 // The task failed; `code`/`message` are the Error shown to users by GetTask. `epoch`: when
-// given (a seeder reporting its own fetch failed), it must be the current lease epoch, so a
-// fenced-off seeder cannot fail a fetch another member took over; absent for failures that are
-// not about a fetch (a ready task's seed lost its content).
+// given, it must be the current lease epoch: of a fetching task (a seeder reporting its own
+// fetch failed), or with `seed_lost` of a ready task (its seeder lost the content or could not
+// obtain it again). So a fenced-off seeder cannot fail a fetch another member took over, nor a
+// ready task another member re-seeds; and a fetch's failure never fails a task that became
+// ready at the same epoch (a MarkTaskReady whose proposal reported an error may still have
+// committed). Without an epoch the failure is unconditional. `seed_lost` was added after
+// version 3 of the encoding, like ReseedTask: every member must know it before one proposes it.
 struct MarkTaskFailed {
   TaskId task_id;
   std::string code;
   std::string message;
   std::optional<uint64_t> epoch;
+  bool seed_lost = false;  // with epoch: fences a ready task's seed, not a fetch
   bool operator==(const MarkTaskFailed&) const = default;
 };
 

@@ -671,8 +671,9 @@ class SqliteTracker final : public TrackerStateMachine {
     }
     if (const auto* c = std::get_if<MarkTaskFailed>(&command)) {
       if (task->state == TaskState::kFailed) return transition_error("MarkTaskFailed");
-      if (c->epoch &&
-          (task->state != TaskState::kFetching || *c->epoch != task->lease_epoch.get())) {
+      // Fenced: the fetch (fetching) or with seed_lost the seed (ready) of that epoch.
+      const TaskState fenced = c->seed_lost ? TaskState::kReady : TaskState::kFetching;
+      if (c->epoch && (task->state != fenced || *c->epoch != task->lease_epoch.get())) {
         return stale("MarkTaskFailed", *c->epoch);
       }
       Stmt& s = set_failed_;

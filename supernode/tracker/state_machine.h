@@ -125,7 +125,8 @@ struct CertificateRecord {
 //                                         -> ready      (seeder, seed endpoint; lease_epoch = E)
 //   MarkTaskReady   fetching, fenced, size == sum of segment sizes
 //                                         -> ready      (size, sha256, seed endpoint)
-//   MarkTaskFailed  fetching or ready (fenced when it has an epoch)
+//   MarkTaskFailed  fetching or ready (fenced when it has an epoch: a fetching task at that
+//                   epoch, or with seed_lost a ready one)
 //                                         -> failed     (ready -> failed: the seed lost it)
 //   RestartTask     failed                -> fetching   (seeder replaced, segments dropped,
 //                                                        lease_epoch = E)

@@ -58,6 +58,7 @@ std::vector<Command> every_command() {
       TakeOverSeed{kTask, 4, kSeeder, "::1", 443},
       ReseedTask{kTask, 9, kSeeder, "198.18.0.7", 6881},
       MarkTaskFailed{kTask, "origin.io", "disk full", 42},
+      MarkTaskFailed{kTask, "supernode.content_missing", "lost", 43, true},
   };
 }
 
@@ -123,6 +124,7 @@ TEST(ProposalCodec, CommandNames) {
                          "RenewSeedLease",
                          "TakeOverSeed",
                          "ReseedTask",
+                         "MarkTaskFailed",
                          "MarkTaskFailed"};
   auto commands = every_command();
   ASSERT_EQ(commands.size(), std::size(names));
@@ -150,10 +152,14 @@ TEST(ProposalCodec, EveryRequiredFieldIsRequired) {
       j.erase(field);
       expect_rejected(j.dump());
     }
-    // Command fields (digest, cas and MarkTaskFailed's epoch are the only optional ones).
+    // Command fields (digest, cas and MarkTaskFailed's epoch and seed_lost are the only
+    // optional ones).
     for (auto it = base["command"].begin(); it != base["command"].end(); ++it) {
       if (it.key() == "digest" || it.key() == "cas") continue;
-      if (it.key() == "epoch" && std::holds_alternative<MarkTaskFailed>(c)) continue;
+      if ((it.key() == "epoch" || it.key() == "seed_lost") &&
+          std::holds_alternative<MarkTaskFailed>(c)) {
+        continue;
+      }
       json j = base;
       j["command"].erase(it.key());
       expect_rejected(j.dump());
@@ -385,6 +391,9 @@ TEST(ProposalCodec, ValidateCatchesWhatJsonCannotCarry) {
   EXPECT_FALSE(validate_command(ReseedTask{kTask, 0, kSeeder, "", 0}).ok());
   EXPECT_TRUE(validate_command(ReseedTask{kTask, 1, kSeeder, "", 0}).ok());
   EXPECT_FALSE(validate_command(RenewSeedLease{kTask, 0}).ok());
+  EXPECT_FALSE(validate_command(MarkTaskFailed{kTask, "c", "m", std::nullopt, true}).ok());
+  EXPECT_FALSE(validate_command(MarkTaskFailed{kTask, "c", "m", 0, true}).ok());
+  EXPECT_TRUE(validate_command(MarkTaskFailed{kTask, "c", "m", 1, true}).ok());
   EXPECT_FALSE(validate_proposal(Proposal{"", 1, KvDelete{"k", std::nullopt}}).ok());
   EXPECT_FALSE(validate_proposal(Proposal{"A", 1, KvDelete{"k", std::nullopt}}).ok());
   EXPECT_TRUE(validate_proposal(Proposal{"a", 1, KvDelete{"k", std::nullopt}}).ok());

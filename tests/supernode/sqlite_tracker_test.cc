@@ -952,6 +952,9 @@ TEST(SqliteTracker, SegmentsAreFencedByTheSeedLease) {
   EXPECT_EQ((*t->get_task(task('a')))->state, TaskState::kFetching);
   // The new holder finishes.
   Client fresh("c3");
+  // A seed_lost failure is about a ready task's seed, never a fetch.
+  expect_error(apply(fresh(MarkTaskFailed{task('a'), "seed.lost", "x", takeover_index, true})),
+               kErrStaleLease);
   expect_ok(apply(fresh(RenewSeedLease{task('a'), takeover_index})), "{}");
   EXPECT_EQ((*t->get_task(task('a')))->updated_index, LogIndex(i));
   expect_ok(apply(fresh(MarkTaskReady{task('a'), takeover_index, 14, "s", "10.0.0.2", 2})), "{}");
@@ -1012,8 +1015,17 @@ TEST(SqliteTracker, AReadyTaskIsReseededByAnotherMember) {
   auto replica = open(dir.file("replica.db"));
   ASSERT_TRUE(replica->restore(LogIndex(i), snapshot_of(*t)).ok());
   EXPECT_EQ(describe_all(*replica), describe_all(*t));
+  // The first re-seeder, acting on its stale view, cannot fail it; nor can a fetch's failure
+  // at the current epoch (the task is ready, not fetching); the current seeder can.
+  expect_error(apply(leader(MarkTaskFailed{task('a'), "seed.lost", "gone", reseed_index, true})),
+               kErrStaleLease);
+  expect_error(apply(leader(MarkTaskFailed{task('a'), "origin.io", "x", second_index})),
+               kErrStaleLease);
+  EXPECT_EQ((*t->get_task(task('a')))->state, TaskState::kReady);
+  expect_ok(apply(leader(MarkTaskFailed{task('a'), "seed.lost", "gone", second_index, true})),
+            "{}");
+  EXPECT_EQ((*t->get_task(task('a')))->state, TaskState::kFailed);
   // Not for a failed task (RestartTask starts it again).
-  expect_ok(apply(leader(MarkTaskFailed{task('a'), "seed.lost", "gone", std::nullopt})), "{}");
   expect_error(apply(leader(ReseedTask{task('a'), second_index, node('2'), "10.0.0.2", 2})),
                kErrBadTransition);
 }
