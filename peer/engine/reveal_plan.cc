@@ -16,16 +16,12 @@ int reveal_window(int64_t upload_bytes_per_second, int64_t piece_size) {
 
 RevealPlan::RevealPlan(int pieces) : count_(static_cast<size_t>(pieces > 0 ? pieces : 0), 0) {}
 
-RevealPlan::Peer& RevealPlan::at(int peer) {
+size_t RevealPlan::live_index(int peer) const {
   if (peer < 0 || static_cast<size_t>(peer) >= peers_.size() ||
       !peers_[static_cast<size_t>(peer)].live) {
     std::abort();  // a slot this plan never gave out: a caller bug
   }
-  return peers_[static_cast<size_t>(peer)];
-}
-
-const RevealPlan::Peer& RevealPlan::at(int peer) const {
-  return const_cast<RevealPlan*>(this)->at(peer);
+  return static_cast<size_t>(peer);
 }
 
 int RevealPlan::add_peer() {
@@ -62,7 +58,7 @@ void RevealPlan::peer_has(int peer, int piece) {
   s = kHas;
 }
 
-int RevealPlan::outstanding(int peer) const { return at(peer).outstanding; }
+int RevealPlan::outstanding(int peer) const { return peers_[live_index(peer)].outstanding; }
 
 int RevealPlan::next_for(int peer) {
   Peer& p = at(peer);

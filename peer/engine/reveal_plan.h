@@ -53,8 +53,9 @@ class RevealPlan {
     std::vector<uint8_t> state;  // per piece: kNone, kShown or kHas
     int outstanding = 0;
   };
-  Peer& at(int peer);
-  const Peer& at(int peer) const;
+  // The index of a live slot this plan gave out; aborts on any other (a caller bug).
+  size_t live_index(int peer) const;
+  Peer& at(int peer) { return peers_[live_index(peer)]; }
 
   std::vector<int> count_;  // per piece: live downloaders with kShown or kHas
   std::vector<Peer> peers_;
