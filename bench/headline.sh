@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The headline benchmark, one command (root; Debian 12):
 #   bench/headline.sh [--peers 8,16] [--size-mib 256] [--name headline] [--keep]
+#                     [--host-qdisc fifo|sparse-first]
 # Installs missing packages (scripts/deps.sh), builds the release binary if it is missing
 # (STARLING=path uses another binary; STARLING_JOBS=1 by default for that build), then runs
 # bench/headline.py, which writes docs/bench/NAME.{md,json,png}.
