@@ -1,6 +1,7 @@
-// `starling get URL -o FILE`: registers the task with the local peer daemon, shows progress,
-// and writes FILE atomically (temp file in the same directory, fsync, rename) after checking
-// the bytes once more against the origin's SHA-256. Each segment is copied into the temp file
+// `starling get URL -o FILE` (and `dfget`, cli/dfget.h): registers the task with the local
+// peer daemon, shows progress, and writes FILE atomically (temp file in the same directory,
+// fsync, rename) after checking the bytes once more against the origin's SHA-256 (and an MD5
+// the user gave). Each segment is copied into the temp file
 // as soon as it and every one before it are complete, while later ones still download, so
 // little copying is left once the last one arrives.
 #include "cli/get.h"
@@ -17,10 +18,12 @@
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "cli/dfget.h"
 #include "cli/progress.h"
 #include "common/task_id.h"
 #include "crypto/hash.h"
@@ -41,8 +44,9 @@ class PendingOutput {
     if (!temp_.empty()) ::unlink(temp_.c_str());
   }
 
-  Status open(const std::string& output) {
+  Status open(const std::string& output, bool md5) {
     output_ = output;
+    if (md5) md5_.emplace();
     fs::path p = fs::absolute(output);
     if (fs::is_directory(p))
       return make_error("get.output", "cannot write " + output + ": is a directory");
@@ -71,6 +75,7 @@ class PendingOutput {
       }
       if (n == 0) break;
       hash_.update(buf_.data(), static_cast<size_t>(n));
+      if (md5_) md5_->update(buf_.data(), static_cast<size_t>(n));
       for (ssize_t off = 0; off < n;) {
         ssize_t w = ::write(fd_, buf_.data() + off, static_cast<size_t>(n - off));
         if (w < 0 && errno == EINTR) continue;
@@ -90,6 +95,8 @@ class PendingOutput {
 
   // The SHA-256 hex of everything appended; once, before commit().
   std::string finish_hex() { return hash_.finish_hex(); }
+  // The MD5 hex of everything appended, when open() asked for it; once, before commit().
+  std::string finish_md5_hex() { return md5_ ? md5_->finish_hex() : ""; }
   Status commit() {
     if (::fsync(fd_) != 0 || ::close(fd_) != 0) {
       fd_ = -1;
@@ -108,6 +115,7 @@ class PendingOutput {
   std::string temp_;
   int fd_ = -1;
   crypto::Sha256 hash_;
+  std::optional<crypto::Md5> md5_;
   std::vector<char> buf_ = std::vector<char>(1 << 20);
   std::vector<std::string> appended_;
 };
@@ -152,44 +160,46 @@ Result<json> api(const std::string& socket, const std::string& method, const std
   return j;
 }
 
-int fail(const std::string& message) {
-  std::cerr << "starling get: " << message << "\n";
-  return 1;
+// Seconds with millisecond precision, for the dfget line ("cost:12.345s").
+std::string seconds_text(std::chrono::steady_clock::duration d) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.3fs", std::chrono::duration<double>(d).count());
+  return text;
+}
+
+// "90 s", or "1.5 s" below whole seconds.
+std::string timeout_text(std::chrono::milliseconds timeout) {
+  if (timeout.count() % 1000 == 0) return std::to_string(timeout.count() / 1000) + " s";
+  std::string text = seconds_text(timeout);
+  text.insert(text.size() - 1, " ");
+  return text;
 }
 
 }  // namespace
 
-int run_get(const ParsedArgs& args) {
-  const std::string url = args.positionals.at(0);
-  const std::string output = args.get("output");
-  const std::string socket = args.get("socket", kDefaultSocket);
-  const bool quiet = args.has("quiet");
-
-  if (auto ok = validate_url(url); !ok) return fail(ok.error().message);
-  json body = {{"url", url}, {"headers", args.all("header")}};
-  if (args.has("digest")) {
-    auto d = parse_digest(args.get("digest"));
+int download(const GetRequest& request) {
+  const auto fail = [&](const std::string& message) {
+    std::cerr << request.program << ": " << message << "\n";
+    return 1;
+  };
+  const auto started = std::chrono::steady_clock::now();
+  if (auto ok = validate_url(request.url); !ok) return fail(ok.error().message);
+  json body = {{"url", request.url}, {"headers", request.headers}};
+  if (!request.digest.empty()) {
+    auto d = parse_digest(request.digest);
     if (!d) return fail(d.error().message);
     body["digest"] = d->str();
   }
-  if (args.has("tag")) body["tag"] = args.get("tag");
-  if (args.has("filter")) {
-    std::vector<std::string> names;
-    std::string list = args.get("filter");
-    for (size_t start = 0; start <= list.size();) {
-      size_t comma = list.find(',', start);
-      if (comma == std::string::npos) comma = list.size();
-      if (comma > start) names.push_back(list.substr(start, comma - start));
-      start = comma + 1;
-    }
-    body["filter"] = names;
-  }
+  if (!request.tag.empty()) body["tag"] = request.tag;
+  if (!request.filter.empty()) body["filter"] = request.filter;
 
   // Fail on an unwritable output before anything is downloaded.
   PendingOutput pending;
-  if (auto ok = pending.open(output); !ok) return fail(ok.error().message);
+  if (auto ok = pending.open(request.output, !request.md5.empty()); !ok) {
+    return fail(ok.error().message);
+  }
 
-  auto created = api(socket, "POST", "/v1/tasks", body.dump());
+  auto created = api(request.socket, "POST", "/v1/tasks", body.dump());
   if (!created) return fail(created.error().message);
   const std::string task_id = created->value("task_id", "");
 
@@ -197,7 +207,7 @@ int run_get(const ParsedArgs& args) {
   auto last_line = std::chrono::steady_clock::now();
   json status;
   while (true) {
-    auto got = api(socket, "GET", "/v1/tasks/" + task_id, "");
+    auto got = api(request.socket, "GET", "/v1/tasks/" + task_id, "");
     if (!got) return fail(got.error().message);
     status = *got;
     const std::string state = status.value("state", "");
@@ -207,11 +217,17 @@ int run_get(const ParsedArgs& args) {
     }
     if (state == "done") break;
     if (auto ok = append_complete_segments(status, pending); !ok) return fail(ok.error().message);
-    if (!quiet) {
+    const auto now = std::chrono::steady_clock::now();
+    if (request.timeout.count() > 0 && now - started >= request.timeout) {
+      if (request.progress && tty) std::cerr << "\r\033[K";
+      return fail("timed out after " + timeout_text(request.timeout) + " (" +
+                  std::to_string(status.value("done_bytes", int64_t{0})) +
+                  " bytes done; the task goes on in the peer daemon)");
+    }
+    if (request.progress) {
       const std::string line = progress_line(
           state, status.value("done_bytes", int64_t{0}), status.value("total_bytes", int64_t{0}),
           status.value("peers", int64_t{0}), status.value("source_state", "") == "ready");
-      const auto now = std::chrono::steady_clock::now();
       if (tty) {
         std::cerr << "\r\033[K" << line << std::flush;
       } else if (now - last_line >= 5s) {
@@ -221,7 +237,7 @@ int run_get(const ParsedArgs& args) {
     }
     std::this_thread::sleep_for(200ms);
   }
-  if (!quiet && tty) std::cerr << "\r\033[K";
+  if (request.progress && tty) std::cerr << "\r\033[K";
 
   // A done task lists the files whose concatenation is the content (its segments, in order).
   std::vector<std::string> parts;
@@ -248,12 +264,52 @@ int run_get(const ParsedArgs& args) {
   if (sum != expected) {
     return fail("content hash sha256:" + sum + " differs from the origin's sha256:" + expected);
   }
+  if (!request.md5.empty()) {
+    const std::string md5 = pending.finish_md5_hex();
+    if (md5 != request.md5) {
+      return fail("content md5 " + md5 + " differs from the expected md5 " + request.md5 +
+                  " (nothing written)");
+    }
+  }
   if (auto ok = pending.commit(); !ok) return fail(ok.error().message);
-  if (!quiet) {
-    std::cerr << "saved " << output << " (" << status.value("total_bytes", int64_t{0})
-              << " bytes, sha256:" << sum << ")\n";
+  const int64_t total = status.value("total_bytes", int64_t{0});
+  if (request.dfget_success_line) {  // what scripts written for Dragonfly's dfget look for
+    std::cout << "download SUCCESS cost:"
+              << seconds_text(std::chrono::steady_clock::now() - started) << " length:" << total
+              << std::endl;
+  } else if (request.progress) {
+    std::cerr << "saved " << request.output << " (" << total << " bytes, sha256:" << sum << ")\n";
   }
   return 0;
+}
+
+int run_get(const ParsedArgs& args) {
+  GetRequest request;
+  request.url = args.positionals.at(0);
+  request.output = args.get("output");
+  request.socket = args.get("socket", kDefaultSocket);
+  request.progress = !args.has("quiet");
+  request.digest = args.get("digest");
+  request.headers = args.all("header");
+  request.tag = args.get("tag");
+  const std::string list = args.get("filter");
+  for (size_t start = 0; start <= list.size();) {
+    size_t comma = list.find(',', start);
+    if (comma == std::string::npos) comma = list.size();
+    if (comma > start) request.filter.push_back(list.substr(start, comma - start));
+    start = comma + 1;
+  }
+  return download(request);
+}
+
+int run_dfget(const ParsedArgs& args) {
+  auto invocation = dfget_invocation(args);
+  if (!invocation) {
+    std::cerr << "dfget: " << invocation.error().message << " (see 'dfget --help')\n";
+    return 2;
+  }
+  for (const auto& notice : invocation->notices) std::cerr << "dfget: " << notice << "\n";
+  return download(invocation->request);
 }
 
 }  // namespace starling::cli

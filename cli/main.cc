@@ -226,13 +226,26 @@ std::string self_exe(const char* argv0) {
 
 int main(int argc, char** argv) {
   using namespace starling::cli;
-  const std::vector<std::string> args(argv + 1, argv + argc);
+  std::vector<std::string> args(argv + 1, argv + argc);
   const auto& specs = command_specs();
+  // Run as `dfget` (a link to this binary): Dragonfly's command line, `starling dfget ...`.
+  const bool as_dfget = std::filesystem::path(argv[0]).filename() == "dfget";
+  if (as_dfget) {
+    args.insert(args.begin(), "dfget");
+    if (args.size() == 1) {
+      std::cerr << "dfget: missing URL (see 'dfget --help')\n";
+      return 2;
+    }
+  }
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     std::cout << overview_text(kProgram, specs);
     return args.empty() ? 2 : 0;
   }
   auto parsed = parse_args(specs, args);
+  if (!parsed && as_dfget) {
+    std::cerr << parsed.error().message << " (see 'dfget --help')\n";
+    return 2;
+  }
   if (!parsed) return usage(parsed.error().message);
   const std::string& name = parsed->command->name;
   if (parsed->help) {
@@ -243,6 +256,7 @@ int main(int argc, char** argv) {
     if (name == "supernode") return run_supernode(*parsed);
     if (name == "peer") return run_peer(*parsed);
     if (name == "get") return run_get(*parsed);
+    if (name == "dfget") return run_dfget(*parsed);
     if (name == "mesh init") return run_mesh_init(*parsed);
     if (name == "mesh revoke" || name == "mesh certificates") return run_mesh_admin(*parsed);
     if (name == "status") return run_status(*parsed);

@@ -4,6 +4,8 @@
 #include <sodium.h>
 
 #include <fstream>
+#include <string>
+#include <utility>
 
 #include "common/hex.h"
 #include "tests/crypto/temp_dir.h"
@@ -32,6 +34,29 @@ TEST(Sha256Test, FinishReturnsRawDigest) {
   h.update("abc", 3);
   std::array<uint8_t, 32> d = h.finish();
   EXPECT_EQ(to_hex(d.data(), d.size()), kAbc);
+}
+
+// RFC 1321's test suite, appendix A.5; the last one fed a byte at a time.
+TEST(Md5Test, Rfc1321Vectors) {
+  const std::pair<std::string, std::string> vectors[] = {
+      {"", "d41d8cd98f00b204e9800998ecf8427e"},
+      {"a", "0cc175b9c0f1b6a831c399e269772661"},
+      {"abc", "900150983cd24fb0d6963f7d28e17f72"},
+      {"message digest", "f96b697d7cb7938d525a2f31aaf161d0"},
+      {"abcdefghijklmnopqrstuvwxyz", "c3fcd3d76192e4007dfb496cca67e13b"},
+      {"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+       "d174ab98d277d9f5a5611c2c9f419d9f"},
+  };
+  for (const auto& [message, hex] : vectors) {
+    Md5 h;
+    h.update(message.data(), message.size());
+    EXPECT_EQ(h.finish_hex(), hex) << "'" << message << "'";
+  }
+  const std::string digits =
+      "12345678901234567890123456789012345678901234567890123456789012345678901234567890";
+  Md5 split;
+  for (char c : digits) split.update(&c, 1);
+  EXPECT_EQ(split.finish_hex(), "57edf4a22be3c955ac49da2e2107b67a");
 }
 
 TEST(Sha256Test, FileMatchesOneShotHash) {

@@ -4,11 +4,15 @@
 #include <sys/stat.h>
 
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include <gtest/gtest.h>
 
+#include "crypto/hash.h"
 #include "tests/integration/cluster.h"
 #include "tests/integration/process.h"
+#include "tests/integration/slow_origin.h"
 
 namespace starling::testing {
 namespace {
@@ -96,6 +100,91 @@ TEST(SystemTest, BadInputGivesOneLineErrorAndWritesNothing) {
     EXPECT_TRUE(stray_files(c.dir() / "out").empty()) << k.name;
   }
   EXPECT_EQ(c.origin_stat("bytes_sent") >= 0, true);
+}
+
+std::string md5_of(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  crypto::Md5 h;
+  h.update(bytes.data(), bytes.size());
+  return h.finish_hex();
+}
+
+// `dfget URL...` run as a user would: through the link named dfget beside the binary.
+RunResult run_dfget(const std::vector<std::string>& args, const std::string& log) {
+  Process p((fs::path(starling_binary()).parent_path() / "dfget").string(), args, log);
+  RunResult r;
+  r.code = p.wait(120s);
+  r.output = p.output();
+  return r;
+}
+
+TEST(SystemTest, DfgetTakesDragonflysFlags) {
+  Cluster c(1);
+  constexpr size_t kSize = 5 * 1024 * 1024 + 7;
+  write_random_file(c.www("layer"), kSize, 11);
+  const std::string md5 = md5_of(c.www("layer"));
+
+  // dfget 1's command line, as its registry hook passes it.
+  auto one = run_dfget(
+      {"-u", c.url("layer"), "-o", c.out("layer"), "--md5", md5, "--node", c.supernode_address(),
+       "--notbs", "--dfdaemon", "--callsystem", "test", "--daemon-sock", c.socket(0)},
+      c.dir() / "dfget1.log");
+  ASSERT_EQ(one.code, 0) << one.output;
+  EXPECT_EQ(sha256_of(c.out("layer")), sha256_of(c.www("layer")));
+  EXPECT_NE(one.output.find("dfget: ignoring --node: the peer daemon's --supernode list is used\n"),
+            std::string::npos)
+      << one.output;
+  EXPECT_NE(one.output.find("download SUCCESS cost:"), std::string::npos) << one.output;
+  EXPECT_NE(one.output.find(" length:" + std::to_string(kSize) + "\n"), std::string::npos)
+      << one.output;
+
+  // dfget 2's, through `starling dfget`: the same content, served by the swarm.
+  auto two = run_starling({"dfget", c.url("layer"), "-O", c.out("again"), "--digest", "md5:" + md5,
+                           "--socket", c.socket(0)},
+                          c.dir() / "dfget2.log");
+  ASSERT_EQ(two.code, 0) << two.output;
+  EXPECT_EQ(sha256_of(c.out("again")), sha256_of(c.www("layer")));
+  EXPECT_EQ(c.origin_stat("requests"), 1);
+
+  // A wrong MD5: the reason on one line, exit 1, nothing written.
+  const std::string zeros(32, '0');
+  auto wrong = run_dfget(
+      {"-u", c.url("layer"), "-o", c.out("wrong"), "--md5", zeros, "--daemon-sock", c.socket(0)},
+      c.dir() / "dfget3.log");
+  EXPECT_EQ(wrong.code, 1) << wrong.output;
+  EXPECT_EQ(wrong.output, "dfget: content md5 " + md5 + " differs from the expected md5 " + zeros +
+                              " (nothing written)\n");
+  EXPECT_EQ(stray_files(c.dir() / "out").size(), 2u);
+
+  // Usage errors exit 2 and name dfget's help.
+  auto source = run_dfget({"-u", c.url("layer"), "-o", c.out("x"), "--pattern", "source"},
+                          c.dir() / "dfget4.log");
+  EXPECT_EQ(source.code, 2);
+  EXPECT_EQ(source.output,
+            "dfget: --pattern source (a direct download from the origin) is not supported: only "
+            "the supernodes fetch from the origin (see 'dfget --help')\n");
+  auto unknown = run_dfget({c.url("layer"), "--no-such-flag"}, c.dir() / "dfget5.log");
+  EXPECT_EQ(unknown.code, 2);
+  EXPECT_EQ(unknown.output, "dfget: unknown flag --no-such-flag (see 'dfget --help')\n");
+  EXPECT_EQ(stray_files(c.dir() / "out").size(), 2u);
+}
+
+TEST(SystemTest, DfgetTimeoutStopsWaitingAndWritesNothing) {
+  Cluster c(1);
+  SlowOrigin slow(Cluster::kOriginIp, std::string(4 << 20, 'x'), 256 << 10);  // 16 s
+  const std::string url =
+      "http://" + std::string(Cluster::kOriginIp) + ":" + std::to_string(slow.port()) + "/slow";
+  const auto start = std::chrono::steady_clock::now();
+  auto r = run_dfget(
+      {"-u", url, "-o", c.out("slow"), "--timeout", "1500ms", "--daemon-sock", c.socket(0)},
+      c.dir() / "dfget.log");
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 10s);  // not the fetch's 16 s
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_EQ(r.output.rfind("dfget: timed out after 1.500 s (", 0), 0u) << r.output;
+  EXPECT_NE(r.output.find(" bytes done; the task goes on in the peer daemon)\n"), std::string::npos)
+      << r.output;
+  EXPECT_TRUE(stray_files(c.dir() / "out").empty());
 }
 
 TEST(SystemTest, NoDaemonIsAClearError) {
