@@ -10,10 +10,6 @@
 #include <charconv>
 #include <cstring>
 #include <filesystem>
-#include <list>
-#include <map>
-#include <mutex>
-#include <thread>
 #include <vector>
 
 #include <boost/asio/ip/tcp.hpp>
@@ -21,6 +17,8 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
 #include <nlohmann/json.hpp>
+
+#include "common/thread_per_connection.h"
 
 namespace starling::origin {
 
@@ -97,15 +95,13 @@ std::optional<std::string> relative_path_of(std::string_view target) {
 
 // One accepted connection: its socket's descriptor is published so that stop() can shut it
 // down and unblock the thread's read or write.
-struct Connection {
-  std::thread thread;
-  std::atomic<bool> done{false};
-};
-
 class HttpOriginImpl final : public HttpOrigin {
  public:
   HttpOriginImpl(const OriginConfig& config, std::filesystem::path root)
-      : config_(config), root_(std::move(root)), acceptor_(io_) {}
+      : config_(config),
+        root_(std::move(root)),
+        acceptor_(io_),
+        connections_(acceptor_, [this](tcp::socket& s) { serve(s); }) {}
 
   ~HttpOriginImpl() override { stop(); }
 
@@ -123,7 +119,7 @@ class HttpOriginImpl final : public HttpOrigin {
                                              std::to_string(config_.port) + ": " + ec.message());
     }
     port_ = acceptor_.local_endpoint().port();
-    accept_thread_ = std::thread([this] { accept_loop(); });
+    connections_.start();
     return {};
   }
 
@@ -133,58 +129,9 @@ class HttpOriginImpl final : public HttpOrigin {
 
  private:
   void stop() {
-    {
-      std::lock_guard lock(mu_);
-      stopping_ = true;
-      // Wakes the blocked accept() (Linux returns EINVAL) and every blocked read or write.
-      if (acceptor_.is_open()) ::shutdown(acceptor_.native_handle(), SHUT_RDWR);
-      for (auto& [id, fd] : open_fds_) ::shutdown(fd, SHUT_RDWR);
-    }
-    if (accept_thread_.joinable()) accept_thread_.join();
-    for (auto& c : connections_) c.thread.join();
-    connections_.clear();
+    connections_.stop();
     boost::system::error_code ec;
     acceptor_.close(ec);
-  }
-
-  void accept_loop() {
-    uint64_t next_id = 0;
-    for (;;) {
-      tcp::socket socket(io_);
-      boost::system::error_code ec;
-      acceptor_.accept(socket, ec);
-      std::lock_guard lock(mu_);
-      if (stopping_) return;
-      // Reap finished connections so a long run does not accumulate threads.
-      for (auto it = connections_.begin(); it != connections_.end();) {
-        if (it->done.load()) {
-          it->thread.join();
-          it = connections_.erase(it);
-        } else {
-          ++it;
-        }
-      }
-      if (ec) {
-        if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space) {
-          // Out of descriptors: back off instead of spinning.
-          std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        }
-        continue;
-      }
-      uint64_t id = next_id++;
-      open_fds_[id] = socket.native_handle();
-      Connection& c = connections_.emplace_back();
-      c.thread = std::thread([this, id, &c, s = std::move(socket)]() mutable {
-        serve(s);
-        {
-          std::lock_guard inner(mu_);
-          open_fds_.erase(id);
-        }
-        boost::system::error_code ignored;
-        s.close(ignored);
-        c.done.store(true);
-      });
-    }
   }
 
   void serve(tcp::socket& socket) {
@@ -347,14 +294,9 @@ class HttpOriginImpl final : public HttpOrigin {
   asio::io_context io_;
   tcp::acceptor acceptor_;
   uint16_t port_ = 0;
-  std::thread accept_thread_;
   std::atomic<int64_t> requests_{0};
   std::atomic<int64_t> bytes_sent_{0};
-
-  std::mutex mu_;  // guards the members below
-  bool stopping_ = false;
-  std::map<uint64_t, int> open_fds_;
-  std::list<Connection> connections_;  // list: a running thread holds a reference to its entry
+  ThreadPerConnection<tcp::acceptor> connections_;  // last: stopped before the rest goes
 };
 
 }  // namespace

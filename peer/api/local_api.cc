@@ -5,18 +5,16 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cerrno>
 #include <cstring>
-#include <list>
-#include <map>
 #include <mutex>
-#include <thread>
 
 #include <curl/curl.h>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
+
+#include "common/thread_per_connection.h"
 
 namespace starling::peer {
 
@@ -48,26 +46,16 @@ int probe_socket(const std::string& path) {
   return err;
 }
 
-struct Connection {
-  std::thread thread;
-  std::atomic<bool> done{false};
-};
-
 class LocalApiServerImpl final : public LocalApiServer {
  public:
   LocalApiServerImpl(std::string path, LocalApiHandler handler)
-      : path_(std::move(path)), handler_(std::move(handler)), acceptor_(io_) {}
+      : path_(std::move(path)),
+        handler_(std::move(handler)),
+        acceptor_(io_),
+        connections_(acceptor_, [this](local::socket& s) { serve(s); }) {}
 
   ~LocalApiServerImpl() override {
-    {
-      std::lock_guard lock(mu_);
-      stopping_ = true;
-      // shutdown() wakes the blocked accept() and every blocked read on a connection.
-      if (acceptor_.is_open()) ::shutdown(acceptor_.native_handle(), SHUT_RDWR);
-      for (auto& [id, fd] : open_fds_) ::shutdown(fd, SHUT_RDWR);
-    }
-    if (accept_thread_.joinable()) accept_thread_.join();
-    for (auto& c : connections_) c.thread.join();
+    connections_.stop();
     boost::system::error_code ec;
     acceptor_.close(ec);
     if (bound_) ::unlink(path_.c_str());
@@ -101,49 +89,11 @@ class LocalApiServerImpl final : public LocalApiServer {
     }
     acceptor_.listen(asio::socket_base::max_listen_connections, ec);
     if (ec) return make_error(kErrLocalApi, "cannot listen on " + path_ + ": " + ec.message());
-    accept_thread_ = std::thread([this] { accept_loop(); });
+    connections_.start();
     return {};
   }
 
  private:
-  void accept_loop() {
-    uint64_t next_id = 0;
-    for (;;) {
-      local::socket socket(io_);
-      boost::system::error_code ec;
-      acceptor_.accept(socket, ec);
-      std::lock_guard lock(mu_);
-      if (stopping_) return;
-      for (auto it = connections_.begin(); it != connections_.end();) {
-        if (it->done.load()) {
-          it->thread.join();
-          it = connections_.erase(it);
-        } else {
-          ++it;
-        }
-      }
-      if (ec) {
-        if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space) {
-          std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        }
-        continue;
-      }
-      uint64_t id = next_id++;
-      open_fds_[id] = socket.native_handle();
-      Connection& c = connections_.emplace_back();
-      c.thread = std::thread([this, id, &c, s = std::move(socket)]() mutable {
-        serve(s);
-        {
-          std::lock_guard inner(mu_);
-          open_fds_.erase(id);
-        }
-        boost::system::error_code ignored;
-        s.close(ignored);
-        c.done.store(true);
-      });
-    }
-  }
-
   void serve(local::socket& socket) {
     beast::flat_buffer buffer;
     for (;;) {
@@ -206,12 +156,7 @@ class LocalApiServerImpl final : public LocalApiServer {
   asio::io_context io_;
   local::acceptor acceptor_;
   bool bound_ = false;
-  std::thread accept_thread_;
-
-  std::mutex mu_;  // guards the members below
-  bool stopping_ = false;
-  std::map<uint64_t, int> open_fds_;
-  std::list<Connection> connections_;  // list: a running thread holds a reference to its entry
+  ThreadPerConnection<local::acceptor> connections_;
 };
 
 void curl_init_once() {
