@@ -191,6 +191,24 @@ const std::vector<CommandSpec>& command_specs() {
        "the download failed (the reason on one line, nothing written to FILE), 2 on a usage\n"
        "error. Unlike Dragonfly's dfget it never falls back to the origin: only the supernodes\n"
        "fetch it, once."},
+      {"mirror",
+       "Serve a read-only registry mirror for docker, containerd and podman: layer blobs come "
+       "through the peer daemon (once from the registry for the whole swarm), everything else "
+       "from the registry.",
+       {},
+       {
+           req("upstream", "URL",
+               "The registry mirrored, its root URL (e.g. https://registry:5000)."),
+           opt("listen", "HOST:PORT", "Address the container runtimes pull from.",
+               "127.0.0.1:65001"),
+           opt("socket", "PATH", "The peer daemon's local API socket.", kDefaultSocket),
+       },
+       "Runs until SIGINT or SIGTERM. Plain HTTP: listen on loopback (the default) and point\n"
+       "the runtime at it, e.g. docker's daemon.json {\"registry-mirrors\":\n"
+       "[\"http://127.0.0.1:65001\"]}, or a [[registry.mirror]] location with insecure = true\n"
+       "in podman's registries.conf. GET /v2/NAME/blobs/sha256:HEX becomes a task keyed by\n"
+       "the digest, streamed as its segments complete; manifests, tags and /v2/ are proxied\n"
+       "with the client's Accept and Authorization headers. Only GET and HEAD."},
       {"mesh init",
        "Create a new network in DIR: a 32-byte network secret and an Ed25519 network CA.",
        {arg("DIR", "Directory to create (refuses to overwrite an existing network).")},

@@ -22,6 +22,7 @@
 #include "crypto/renewal.h"
 #include "crypto/x509.h"
 #include "mesh/rpc.h"
+#include "mirror/mirror.h"
 #include "origin/http_origin.h"
 #include "peer/daemon.h"
 #include "supernode/supernode.h"
@@ -214,6 +215,27 @@ int run_origin(const ParsedArgs& args) {
   return 0;
 }
 
+int run_mirror(const ParsedArgs& args) {
+  mirror::MirrorConfig config;
+  config.upstream = args.get("upstream");
+  config.socket = args.get("socket", kDefaultSocket);
+  config.host = "127.0.0.1";
+  config.port = 65001;
+  if (args.has("listen")) {
+    auto at = parse_host_port(args.get("listen"));
+    if (!at) return usage("mirror: --listen: " + at.error().message);
+    config.host = at->host;
+    config.port = at->port;
+  }
+  const sigset_t stop = block_stop_signals();
+  auto server = mirror::Mirror::start(config);
+  if (!server) return fail("mirror", server.error().message);
+  std::cout << "mirror: registry " << config.upstream << " on http://" << config.host << ":"
+            << (*server)->port() << "/ through the peer daemon at " << config.socket << std::endl;
+  wait_for_stop_signal(stop);
+  return 0;
+}
+
 std::string self_exe(const char* argv0) {
   char buf[4096];
   ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
@@ -263,6 +285,7 @@ int main(int argc, char** argv) {
     if (name == "member add" || name == "member remove") return run_member(*parsed);
     if (name.rfind("kv ", 0) == 0) return run_kv(*parsed);
     if (name == "origin") return run_origin(*parsed);
+    if (name == "mirror") return run_mirror(*parsed);
     if (name == "demo") return run_demo(*parsed, self_exe(argv[0]));
   } catch (const std::exception& e) {
     std::cerr << kProgram << " " << name << ": " << e.what() << "\n";

@@ -9,7 +9,7 @@ packages=(
   libsqlite3-dev libcurl4-openssl-dev nlohmann-json3-dev libgtest-dev libgmock-dev
   clang clang-format libclang-rt-14-dev
   iproute2 iptables procps curl openssl python3 tcpdump
-  nginx aria2 opentracker mktorrent gnuplot-nox
+  nginx aria2 opentracker mktorrent gnuplot-nox docker-registry skopeo
 )
 
 missing=()
