@@ -1,6 +1,7 @@
 #include "mirror/mirror.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -292,7 +293,12 @@ class MirrorImpl final : public Mirror {
         sent += *n;
       }
       if (state == "done") break;
-      std::this_thread::sleep_for(100ms);
+      // Waits 100 ms for the next poll, or less when the client hangs up (a task that never
+      // completes must not hold this thread after its client left).
+      pollfd hup{socket.native_handle(), POLLRDHUP, 0};
+      if (::poll(&hup, 1, 100) > 0 && (hup.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0) {
+        return cut_short(r, "the client went away");
+      }
     }
     if (sent != length) {
       return cut_short(r, "the content has " + std::to_string(sent) + " bytes, the registry said " +

@@ -1,7 +1,10 @@
 // `starling mirror` in front of a real registry (Debian's docker-registry), pulled through by a
 // real client (skopeo): the bytes a runtime gets are the registry's, and each blob leaves the
 // registry once for the whole swarm.
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -13,6 +16,7 @@
 
 #include "tests/integration/cluster.h"
 #include "tests/integration/process.h"
+#include "tests/integration/slow_origin.h"
 
 namespace starling::testing {
 namespace {
@@ -211,6 +215,49 @@ TEST(MirrorTest, TwoPeersPullAnImageThroughTheSwarm) {
             "\n");
   Reply escape = http("GET", base + "/v2/../../etc/passwd");
   EXPECT_EQ(escape.status, 404);
+}
+
+// A runtime that gives up while the swarm still fetches the blob does not leave the mirror
+// waiting for it (the task goes on in the daemon).
+TEST(MirrorTest, AClientThatLeavesIsNoticedWhileTheBlobIsFetched) {
+  Cluster c(1);
+  const std::string blob = random_bytes(4 << 20, 3);
+  SlowOrigin upstream(Cluster::kOriginIp, blob, 256 << 10);  // 16 s
+  const uint16_t port = free_port("127.0.0.1");
+  Process mirror(
+      {"mirror", "--upstream",
+       "http://" + std::string(Cluster::kOriginIp) + ":" + std::to_string(upstream.port()),
+       "--listen", "127.0.0.1:" + std::to_string(port), "--socket", c.socket(0)},
+      c.dir() / "mirror.log");
+  ASSERT_TRUE(eventually([&] { return tcp_ready("127.0.0.1", port); }, 20s)) << mirror.output();
+
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  ::inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  const std::string digest = "sha256:" + sha256_hex(blob);
+  const std::string request = "GET /v2/app/blobs/" + digest + " HTTP/1.1\r\nHost: m\r\n\r\n";
+  ASSERT_EQ(::send(fd, request.data(), request.size(), 0), static_cast<ssize_t>(request.size()));
+  std::string head;
+  char buf[4096];
+  while (head.find("\r\n\r\n") == std::string::npos) {
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    ASSERT_GT(n, 0) << mirror.output();
+    head.append(buf, static_cast<size_t>(n));
+  }
+  EXPECT_EQ(head.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << head;
+  EXPECT_NE(head.find("Content-Length: " + std::to_string(blob.size()) + "\r\n"), std::string::npos)
+      << head;
+  ::close(fd);
+  EXPECT_TRUE(eventually(
+      [&] {
+        return mirror.output().find("app " + digest + " cut short: the client went away") !=
+               std::string::npos;
+      },
+      5s))
+      << mirror.output();
 }
 
 TEST(MirrorTest, BadUpstreamIsAUsageError) {
