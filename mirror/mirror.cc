@@ -18,6 +18,7 @@
 #include <curl/curl.h>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/string.hpp>
 #include <boost/beast/http.hpp>
 
 #include "common/task_id.h"
@@ -57,8 +58,14 @@ struct SlistDeleter {
   void operator()(curl_slist* l) const { curl_slist_free_all(l); }
 };
 
+// A proxied answer is a manifest, a tag list or an error (blobs go through the swarm): more
+// than this is refused rather than held in memory.
+constexpr size_t kMaxProxied = 32 << 20;
+
 size_t collect_body(char* data, size_t size, size_t n, void* user) {
-  static_cast<std::string*>(user)->append(data, size * n);
+  auto* body = static_cast<std::string*>(user);
+  if (body->size() + size * n > kMaxProxied) return 0;  // curl fails with a write error
+  body->append(data, size * n);
   return size * n;
 }
 
@@ -116,6 +123,10 @@ Result<Upstream> fetch(const std::string& method, const std::string& url,
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &up.body);
   if (method == "HEAD") curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
   if (CURLcode rc = curl_easy_perform(c); rc != CURLE_OK) {
+    if (rc == CURLE_WRITE_ERROR) {
+      return make_error("mirror.upstream", "upstream " + url + ": answer over " +
+                                               std::to_string(kMaxProxied >> 20) + " MiB");
+    }
     return make_error("mirror.upstream", "upstream " + url + ": " +
                                              (errbuf[0] != '\0' ? errbuf : curl_easy_strerror(rc)));
   }
@@ -237,7 +248,7 @@ class MirrorImpl final : public Mirror {
 
     json task = {{"url", url}, {"digest", r.reference}, {"headers", json::array()}};
     for (const auto& h : forwarded) {
-      if (h.starts_with("Authorization:") || h.starts_with("authorization:")) {
+      if (beast::iequals(beast::string_view(h).substr(0, 14), "authorization:")) {
         task["headers"].push_back(h);
       }
     }

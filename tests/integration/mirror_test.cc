@@ -260,6 +260,23 @@ TEST(MirrorTest, AClientThatLeavesIsNoticedWhileTheBlobIsFetched) {
       << mirror.output();
 }
 
+// A proxied answer (a manifest, a tag list, an error) is held in memory, so a huge one is refused.
+TEST(MirrorTest, AnOversizedProxiedAnswerIsRefused) {
+  Cluster c(1);
+  SlowOrigin upstream(Cluster::kOriginIp, std::string((32 << 20) + 1, 'm'), 1 << 30);
+  const uint16_t port = free_port("127.0.0.1");
+  const std::string up =
+      "http://" + std::string(Cluster::kOriginIp) + ":" + std::to_string(upstream.port());
+  Process mirror({"mirror", "--upstream", up, "--listen", "127.0.0.1:" + std::to_string(port),
+                  "--socket", c.socket(0)},
+                 c.dir() / "mirror.log");
+  ASSERT_TRUE(eventually([&] { return tcp_ready("127.0.0.1", port); }, 20s)) << mirror.output();
+  Reply r = http("GET", "http://127.0.0.1:" + std::to_string(port) + "/v2/app/manifests/v1");
+  EXPECT_EQ(r.status, 502);
+  EXPECT_EQ(r.body, R"({"errors":[{"code":"UNAVAILABLE","message":"upstream )" + up +
+                        R"(/v2/app/manifests/v1: answer over 32 MiB"}]})" + "\n");
+}
+
 TEST(MirrorTest, BadUpstreamIsAUsageError) {
   TempDir d;
   auto r =
