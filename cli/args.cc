@@ -203,4 +203,14 @@ Result<std::vector<HostPort>> parse_host_ports(const std::string& text) {
   return out;
 }
 
+std::vector<std::string> split_names(std::string_view list, char separator) {
+  std::vector<std::string> names;
+  while (!list.empty()) {
+    const size_t end = std::min(list.find(separator), list.size());
+    if (end > 0) names.emplace_back(list.substr(0, end));
+    list.remove_prefix(std::min(end + 1, list.size()));
+  }
+  return names;
+}
+
 }  // namespace starling::cli

@@ -8,6 +8,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/result.h"
@@ -62,6 +63,10 @@ Result<ParsedArgs> parse_args(const std::vector<CommandSpec>& commands,
 std::string help_text(const std::string& program, const CommandSpec& command);
 // The command list: what `starling --help` prints.
 std::string overview_text(const std::string& program, const std::vector<CommandSpec>& commands);
+
+// The names in a `separator`-separated list, empty ones dropped ("a,,b," gives a, b): get's
+// --filter (commas) and dfget's (ampersands).
+std::vector<std::string> split_names(std::string_view list, char separator);
 
 // Parses a port number 1..65535 (or 0 when allow_zero), or "HOST:PORT".
 Result<uint16_t> parse_port(const std::string& text, bool allow_zero);

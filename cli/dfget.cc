@@ -46,17 +46,6 @@ std::string file_name_of(std::string_view url) {
   return name == "." || name == ".." ? "" : name;
 }
 
-// Split on '&', empty names dropped ("key&&sign&" gives key, sign).
-std::vector<std::string> filter_names(std::string_view list) {
-  std::vector<std::string> names;
-  while (!list.empty()) {
-    const size_t amp = std::min(list.find('&'), list.size());
-    if (amp > 0) names.emplace_back(list.substr(0, amp));
-    list.remove_prefix(std::min(amp + 1, list.size()));
-  }
-  return names;
-}
-
 // Flags dfget users may rely on that Starling cannot honour, and why.
 const std::pair<const char*, const char*> kIgnored[] = {
     {"node", "the peer daemon's --supernode list is used"},
@@ -154,7 +143,7 @@ Result<DfgetInvocation> dfget_invocation(const ParsedArgs& args) {
   auto tag = one_of(args, "identifier", "tag");
   if (!tag) return tag.error();
   r.tag = *tag;
-  r.filter = filter_names(args.get("filter"));
+  r.filter = split_names(args.get("filter"), '&');
   r.headers = args.all("header");
 
   auto timeout = one_of(args, "timeout", "exceed");

@@ -292,13 +292,7 @@ int run_get(const ParsedArgs& args) {
   request.digest = args.get("digest");
   request.headers = args.all("header");
   request.tag = args.get("tag");
-  const std::string list = args.get("filter");
-  for (size_t start = 0; start <= list.size();) {
-    size_t comma = list.find(',', start);
-    if (comma == std::string::npos) comma = list.size();
-    if (comma > start) request.filter.push_back(list.substr(start, comma - start));
-    start = comma + 1;
-  }
+  request.filter = split_names(args.get("filter"), ',');
   return download(request);
 }
 
