@@ -110,10 +110,24 @@ const std::vector<CommandSpec>& command_specs() {
                "Comma-separated query parameters that do not identify the content (signed "
                "URLs)."),
            opt("socket", "PATH", "The peer daemon's local API socket.", kDefaultSocket),
+           opt("network", "DIR",
+               "With --supernode: when no peer daemon answers at --socket, download with a "
+               "one-shot peer in this process, joined with this network directory's key."),
+           opt("supernode", "HOST:PORT[,...]",
+               "With --network: the supernodes the one-shot peer joins through (every member "
+               "of the cluster)."),
+           opt("listen", "IP",
+               "The one-shot peer's data address (default: the local address that reaches the "
+               "first supernode)."),
            with_short(boolean("quiet", "No progress display."), 'q'),
        },
        "Exit status: 0 on success, 1 when the download failed (the reason is printed on one\n"
-       "line and nothing is written to FILE), 2 on a usage error."},
+       "line and nothing is written to FILE), 2 on a usage error, 128+N when stopped by\n"
+       "signal N (Ctrl-C: 130; nothing is written, the temp file is removed).\n"
+       "With a peer daemon the task goes on there after a timeout or Ctrl-C, and its content\n"
+       "stays to be served to other peers. A one-shot peer (--network, --supernode) serves\n"
+       "other peers only while this get runs; its files, beside FILE, are removed when it\n"
+       "ends."},
       {"dfget",
        "Dragonfly's dfget, for scripts and hooks written for it: the same download as 'get', "
        "with dfget's flags. Also runs as 'dfget' (a link named dfget to this binary).",
@@ -157,10 +171,17 @@ const std::vector<CommandSpec>& command_specs() {
                    "Accepted: a Starling peer never downloads from the origin itself "
                    "(only its supernodes do)."),
            boolean("notbacksource", "The same as --notbs."),
-           with_short(opt("node", "HOST:PORT[=WEIGHT],...",
-                          "Ignored, with a notice: the peer daemon's --supernode list is used."),
+           with_short(opt("node", "HOST[:PORT][=WEIGHT],...",
+                          "With --network: the supernodes a one-shot peer joins through when no "
+                          "peer daemon answers (port 8002 unless given; weights ignored). "
+                          "Without --network it is ignored, with a notice."),
                       'n'),
-           opt("scheduler", "ADDRS", "Ignored, with a notice, as --node (dfget 2)."),
+           opt("network", "DIR",
+               "Starling's: the network directory (its key) a one-shot peer joins with; needs "
+               "--node."),
+           opt("scheduler", "ADDRS",
+               "Ignored, with a notice (dfget 2's schedulers): the supernodes are the peer "
+               "daemon's, or --node's."),
            opt("totallimit", "RATE", "Ignored, with a notice: Starling has no rate limits yet."),
            with_short(opt("locallimit", "RATE", "Ignored, with a notice, as --totallimit."), 's'),
            opt("minrate", "RATE", "Ignored, with a notice, as --totallimit."),
@@ -173,7 +194,9 @@ const std::vector<CommandSpec>& command_specs() {
            boolean("console", "Accepted and ignored (dfget's log switch)."),
            boolean("verbose", "Accepted and ignored (dfget's log switch)."),
            opt("home", "DIR", "Accepted and ignored (dfget's work directory)."),
-           opt("ip", "IP", "Accepted and ignored (dfget's daemon listen address)."),
+           opt("ip", "IP",
+               "A one-shot peer's data address (with --node and --network); otherwise accepted "
+               "and ignored."),
            opt("port", "PORT", "Accepted and ignored (dfget's daemon upload port)."),
            opt("expiretime", "DURATION", "Accepted and ignored (dfget's cache expiry)."),
            opt("alivetime", "DURATION", "Accepted and ignored (dfget's daemon lifetime)."),
@@ -189,8 +212,9 @@ const std::vector<CommandSpec>& command_specs() {
        },
        "Exit status: 0 on success (and 'download SUCCESS cost:S length:N' on stdout), 1 when\n"
        "the download failed (the reason on one line, nothing written to FILE), 2 on a usage\n"
-       "error. Unlike Dragonfly's dfget it never falls back to the origin: only the supernodes\n"
-       "fetch it, once."},
+       "error, 128+N when stopped by signal N. Unlike Dragonfly's dfget it never falls back to\n"
+       "the origin: only the supernodes fetch it, once. With no peer daemon running, --node\n"
+       "and --network start a one-shot peer in this process for the download."},
       {"mirror",
        "Serve a read-only registry mirror for docker, containerd and podman: layer blobs come "
        "through the peer daemon (once from the registry for the whole swarm), everything else "

@@ -46,9 +46,24 @@ std::string file_name_of(std::string_view url) {
   return name == "." || name == ".." ? "" : name;
 }
 
+// dfget's --node list ("host[:port][=weight],...", port 8002 by default) as "HOST:PORT,...".
+Result<std::string> supernodes_of(std::string_view nodes) {
+  std::string out;
+  for (const std::string& node : split_names(nodes, ',')) {
+    std::string host_port = node.substr(0, node.find('='));
+    if (host_port.find(':') == std::string::npos) {
+      host_port += ":" + std::to_string(kDefaultSupernodePort);
+    }
+    auto parsed = parse_host_port(host_port);
+    if (!parsed) return bad("--node: bad supernode '" + node + "' (expected HOST[:PORT][=WEIGHT])");
+    out += (out.empty() ? "" : ",") + host_port;
+  }
+  if (out.empty()) return bad("--node names no supernode");
+  return out;
+}
+
 // Flags dfget users may rely on that Starling cannot honour, and why.
 const std::pair<const char*, const char*> kIgnored[] = {
-    {"node", "the peer daemon's --supernode list is used"},
     {"scheduler", "the peer daemon's --supernode list is used"},
     {"totallimit", "Starling has no rate limits yet"},
     {"locallimit", "Starling has no rate limits yet"},
@@ -165,6 +180,24 @@ Result<DfgetInvocation> dfget_invocation(const ParsedArgs& args) {
   auto socket = one_of(args, "daemon-sock", "socket");
   if (!socket) return socket.error();
   r.socket = socket->empty() ? std::string(kDefaultSocket) : *socket;
+
+  // A one-shot peer when no daemon answers: dfget's supernode list, Starling's network key,
+  // and dfget's --ip (its uploader's address) as the peer's data address.
+  if (args.has("network") && !args.has("node")) {
+    return bad("--network needs --node (the supernodes a one-shot peer joins through)");
+  }
+  if (args.has("node") && args.has("network")) {
+    auto supernodes = supernodes_of(args.get("node"));
+    if (!supernodes) return supernodes.error();
+    r.supernodes = *supernodes;
+    r.network_dir = args.get("network");
+    r.listen_ip = args.get("ip");
+    r.supernode_flag = "--node";
+  } else if (args.has("node")) {
+    out.notices.push_back(
+        "ignoring --node: a one-shot peer (used when no peer daemon runs) also needs --network "
+        "DIR");
+  }
 
   for (const auto& [flag, why] : kIgnored) {
     if (args.has(flag)) out.notices.push_back("ignoring --" + std::string(flag) + ": " + why);

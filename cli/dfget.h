@@ -17,7 +17,7 @@ namespace starling::cli {
 struct DfgetInvocation {
   GetRequest request;
   // One line each, for stderr: flags that were given and that Starling does not honour
-  // ("ignoring --node: ..."). Flags that change nothing a user could notice are not listed.
+  // ("ignoring --totallimit: ..."). Flags that change nothing a user could notice are not listed.
   std::vector<std::string> notices;
 };
 

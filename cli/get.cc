@@ -1,12 +1,14 @@
 // `starling get URL -o FILE` (and `dfget`, cli/dfget.h): registers the task with the local
 // peer daemon, shows progress, and writes FILE atomically (temp file in the same directory,
 // fsync, rename) after checking the bytes once more against the origin's SHA-256 (and an MD5
-// the user gave). Each segment is copied into the temp file
+// the user gave). With no daemon running it starts a one-shot peer of its own when told how
+// (cli/embedded_peer.h). Each segment is copied into the temp file
 // as soon as it and every one before it are complete, while later ones still download, so
 // little copying is left once the last one arrives.
 #include "cli/get.h"
 
 #include <fcntl.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -20,11 +22,13 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "cli/dfget.h"
+#include "cli/embedded_peer.h"
 #include "cli/progress.h"
+#include "cli/report.h"
+#include "cli/stop_signals.h"
 #include "common/task_id.h"
 #include "crypto/hash.h"
 #include "peer/api/local_api.h"
@@ -182,6 +186,13 @@ int download(const GetRequest& request) {
     std::cerr << request.program << ": " << message << "\n";
     return 1;
   };
+  // Ctrl-C and SIGTERM are taken between polls, so that the temp file and a one-shot peer's
+  // directories are removed on the way out (the exit status is still 128 + the signal).
+  const sigset_t stop = block_stop_signals();
+  const auto stopped = [&](int sig) {
+    std::cerr << request.program << ": stopped by " << ::strsignal(sig) << ", nothing written\n";
+    return 128 + sig;
+  };
   const auto started = std::chrono::steady_clock::now();
   if (auto ok = validate_url(request.url); !ok) return fail(ok.error().message);
   json body = {{"url", request.url}, {"headers", request.headers}};
@@ -199,7 +210,35 @@ int download(const GetRequest& request) {
     return fail(ok.error().message);
   }
 
-  auto created = api(request.socket, "POST", "/v1/tasks", body.dump());
+  std::string socket = request.socket;
+  std::unique_ptr<EmbeddedPeer> embedded;  // before `pending` goes: stopped, directories removed
+  auto created = api(socket, "POST", "/v1/tasks", body.dump());
+  if (!created && created.error().code == peer::kErrNoDaemon) {
+    if (request.supernodes.empty()) {
+      return fail("no peer daemon at " + socket + " (start one with `starling peer`, or give " +
+                  "--network and " + request.supernode_flag + " to download with a one-shot peer)");
+    }
+    auto supernodes = parse_host_ports(request.supernodes);
+    if (!supernodes) return fail(request.supernode_flag + ": " + supernodes.error().message);
+    if (request.progress) {
+      std::cerr << request.program << ": no peer daemon at " << socket
+                << ", starting a one-shot peer\n";
+    }
+    int stopped_by = 0;
+    auto one_shot = EmbeddedPeer::start(
+        {request.network_dir, *supernodes, request.listen_ip, request.output}, stop,
+        [&](const std::string& why) {
+          if (request.progress) {
+            std::cerr << request.program << ": waiting for the supernodes: " << why << "\n";
+          }
+        },
+        stopped_by);
+    if (stopped_by != 0) return stopped(stopped_by);
+    if (!one_shot) return fail(one_shot.error().message);
+    embedded = std::move(one_shot).value();
+    socket = embedded->socket();
+    created = api(socket, "POST", "/v1/tasks", body.dump());
+  }
   if (!created) return fail(created.error().message);
   const std::string task_id = created->value("task_id", "");
 
@@ -207,7 +246,7 @@ int download(const GetRequest& request) {
   auto last_line = std::chrono::steady_clock::now();
   json status;
   while (true) {
-    auto got = api(request.socket, "GET", "/v1/tasks/" + task_id, "");
+    auto got = api(socket, "GET", "/v1/tasks/" + task_id, "");
     if (!got) return fail(got.error().message);
     status = *got;
     const std::string state = status.value("state", "");
@@ -221,8 +260,8 @@ int download(const GetRequest& request) {
     if (request.timeout.count() > 0 && now - started >= request.timeout) {
       if (request.progress && tty) std::cerr << "\r\033[K";
       return fail("timed out after " + timeout_text(request.timeout) + " (" +
-                  std::to_string(status.value("done_bytes", int64_t{0})) +
-                  " bytes done; the task goes on in the peer daemon)");
+                  std::to_string(status.value("done_bytes", int64_t{0})) + " bytes done" +
+                  (embedded ? ")" : "; the task goes on in the peer daemon)"));
     }
     if (request.progress) {
       const std::string line = progress_line(
@@ -235,7 +274,10 @@ int download(const GetRequest& request) {
         last_line = now;
       }
     }
-    std::this_thread::sleep_for(200ms);
+    if (const int sig = stop_signal_within(stop, 200); sig != 0) {
+      if (request.progress && tty) std::cerr << "\r\033[K";
+      return stopped(sig);
+    }
   }
   if (request.progress && tty) std::cerr << "\r\033[K";
 
@@ -293,6 +335,18 @@ int run_get(const ParsedArgs& args) {
   request.headers = args.all("header");
   request.tag = args.get("tag");
   request.filter = split_names(args.get("filter"), ',');
+  request.supernodes = args.get("supernode");
+  request.network_dir = args.get("network");
+  request.listen_ip = args.get("listen");
+  if (args.has("supernode") != args.has("network")) {
+    return usage("get: --network and --supernode go together (a one-shot peer needs both)");
+  }
+  if (args.has("listen") && !args.has("supernode")) {
+    return usage("get: --listen is the one-shot peer's: give --network and --supernode too");
+  }
+  if (auto ok = parse_host_ports(request.supernodes); args.has("supernode") && !ok) {
+    return usage("get: --supernode: " + ok.error().message);
+  }
   return download(request);
 }
 

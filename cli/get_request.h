@@ -11,7 +11,15 @@ namespace starling::cli {
 struct GetRequest {
   std::string url;
   std::string output;
-  std::string socket;                // the peer daemon's local API socket
+  std::string socket;  // the peer daemon's local API socket
+  // When no daemon answers at `socket`: the supernodes ("HOST:PORT,...") and the network
+  // directory a one-shot peer in this process joins with (cli/embedded_peer.h), and its data
+  // address (empty: the one that reaches the first supernode). No supernodes: no daemon is an
+  // error.
+  std::string supernodes;
+  std::string network_dir;
+  std::string listen_ip;
+  std::string supernode_flag = "--supernode";  // the flag that names them, for messages
   std::string digest;                // "sha256:HEX" or empty: names the task; the daemon checks it
   std::string md5;                   // 32 lowercase hex or empty: get checks it before the rename
   std::vector<std::string> headers;  // "NAME: VALUE", for the origin

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <spawn.h>
 #include <sys/socket.h>
@@ -14,6 +15,35 @@
 extern char** environ;
 
 namespace starling::cli {
+
+Result<std::string> local_address_towards(const std::string& host, uint16_t port) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo* found = nullptr;
+  const std::string service = std::to_string(port);
+  if (int rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &found); rc != 0) {
+    return make_error("local_net.route", "cannot resolve " + host + ": " + ::gai_strerror(rc));
+  }
+  std::string error = "no address";
+  for (const addrinfo* a = found; a != nullptr; a = a->ai_next) {
+    const int fd = ::socket(a->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_storage own{};
+    socklen_t len = sizeof own;
+    char text[NI_MAXHOST] = {};
+    if (fd >= 0 && ::connect(fd, a->ai_addr, a->ai_addrlen) == 0 &&
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&own), &len) == 0 &&
+        ::getnameinfo(reinterpret_cast<sockaddr*>(&own), len, text, sizeof text, nullptr, 0,
+                      NI_NUMERICHOST) == 0) {
+      ::close(fd);
+      ::freeaddrinfo(found);
+      return std::string(text);
+    }
+    error = std::strerror(errno);
+    if (fd >= 0) ::close(fd);
+  }
+  ::freeaddrinfo(found);
+  return make_error("local_net.route", "no route to " + host + ": " + error);
+}
 
 Result<uint16_t> free_port(const std::string& ip) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -1,5 +1,6 @@
-// Small loopback helpers shared by `starling demo` and the integration tests, which both start
-// several Starling processes on 127.0.0.x and wait for them.
+// Small network helpers: loopback ones shared by `starling demo` and the integration tests,
+// which both start several Starling processes on 127.0.0.x and wait for them, and the address
+// choice of `get`'s one-shot peer.
 #pragma once
 
 #include <sys/types.h>
@@ -12,6 +13,9 @@
 
 namespace starling::cli {
 
+// The local address this host would send from to reach host:port (a connected UDP socket's
+// own address; nothing is sent), numeric. Errors name the host and the reason.
+Result<std::string> local_address_towards(const std::string& host, uint16_t port);
 // A TCP port that is free on `ip` right now (bind to port 0, read it, release it).
 Result<uint16_t> free_port(const std::string& ip);
 // True when something accepts TCP connections at ip:port.

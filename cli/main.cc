@@ -16,8 +16,10 @@
 #include "cli/admin_commands.h"
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/embedded_peer.h"
 #include "cli/get.h"
 #include "cli/report.h"
+#include "cli/stop_signals.h"
 #include "crypto/keys.h"
 #include "crypto/renewal.h"
 #include "crypto/x509.h"
@@ -32,22 +34,6 @@ namespace {
 
 using json = nlohmann::json;
 using namespace std::chrono_literals;
-
-// Blocks SIGINT/SIGTERM in every thread started after this call, so that only
-// wait_for_stop_signal() sees them.
-sigset_t block_stop_signals() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  return set;
-}
-
-void wait_for_stop_signal(const sigset_t& set) {
-  int sig = 0;
-  sigwait(&set, &sig);
-}
 
 Result<uint16_t> port_flag(const ParsedArgs& args, const std::string& name, uint16_t fallback) {
   if (!args.has(name)) return fallback;
@@ -165,21 +151,15 @@ int run_peer(const ParsedArgs& args) {
   config.data_port = *data_port;
   config.socket_path = args.get("socket", kDefaultSocket);
   const sigset_t stop = block_stop_signals();
-  // While no supernode can answer yet (none is up, or the cluster has no leader yet) the
-  // daemon waits, up to a minute, so hosts may start in any order; a refused handshake
-  // (wrong key) fails at once.
-  auto daemon = peer::PeerDaemon::start(config);
-  const auto give_up = std::chrono::steady_clock::now() + 60s;
-  auto backoff = 250ms;
-  while (!daemon && peer::is_retryable(daemon.error()) &&
-         std::chrono::steady_clock::now() < give_up) {
-    std::cerr << "peer: waiting for the supernode: " << daemon.error().message << "\n";
-    const auto secs = std::chrono::duration_cast<std::chrono::seconds>(backoff);
-    timespec pause{secs.count(), std::chrono::nanoseconds(backoff - secs).count()};
-    if (sigtimedwait(&stop, nullptr, &pause) > 0) return 0;  // stopped while waiting
-    backoff = std::min<std::chrono::milliseconds>(backoff * 2, 4s);
-    daemon = peer::PeerDaemon::start(config);
-  }
+  // Hosts may start in any order: the daemon waits up to a minute for a supernode.
+  int stopped_by = 0;
+  auto daemon = start_peer_waiting(
+      config, 60s, stop,
+      [](const std::string& why) {
+        std::cerr << "peer: waiting for the supernode: " << why << "\n";
+      },
+      stopped_by);
+  if (stopped_by != 0) return 0;  // stopped while waiting
   if (!daemon) return fail("peer", daemon.error().message);
   wait_for_stop_signal(stop);
   std::cerr << "peer: stopping\n";

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -57,6 +58,27 @@ int64_t unix_now() {
 }
 
 json error_json(const Error& e) { return {{"code", e.code}, {"message", e.message}}; }
+
+// One log line for stderr, written whole when it goes out of scope (several threads log), or
+// dropped when the daemon is quiet (a one-shot peer inside `starling get`).
+class LogLine {
+ public:
+  explicit LogLine(bool quiet) : quiet_(quiet) {}
+  ~LogLine() {
+    if (!quiet_) std::cerr << text_.str();
+  }
+  LogLine(const LogLine&) = delete;
+  LogLine& operator=(const LogLine&) = delete;
+  template <class T>
+  LogLine& operator<<(const T& value) {
+    if (!quiet_) text_ << value;
+    return *this;
+  }
+
+ private:
+  bool quiet_;
+  std::ostringstream text_;
+};
 
 // One segment of a task as the API shows it.
 struct SegmentState {
@@ -217,15 +239,16 @@ class Daemon final : public PeerDaemon {
         });
     if (!api) return api.error();
     api_ = std::move(*api);
-    std::cerr << "peer: node " << node_id_.get().substr(0, 16) << " enrolled with supernode "
-              << pool_->current().str() << " (cluster " << supernode_list() << "); data "
-              << config_.listen_ip << ":" << engine_->ssl_port() << "; api " << config_.socket_path
-              << "\n";
+    log() << "peer: node " << node_id_.get().substr(0, 16) << " enrolled with supernode "
+          << pool_->current().str() << " (cluster " << supernode_list() << "); data "
+          << config_.listen_ip << ":" << engine_->ssl_port() << "; api " << config_.socket_path
+          << "\n";
     renewer_ = std::thread([this] { renew_certificates(); });
     return {};
   }
 
  private:
+  LogLine log() const { return LogLine(config_.quiet); }
   // Certificate renewal (issue 5 item 1), on renewer_. Re-enrols with the same key when two
   // thirds of the leaf's validity have passed (crypto::renew_at), and retries with backoff
   // (crypto::renewal_retry_delay) while that fails; Enroll needs no valid certificate, so it
@@ -254,16 +277,16 @@ class Daemon final : public PeerDaemon {
       if (renewed.error().code == kErrPoolStopped) return;
       if (renewed.error().code == kErrEnrollRevoked) {
         renewal_refused_ = renewed.error();
-        std::cerr << "peer: certificate renewal refused: " << renewed.error().message
-                  << "; this node's calls and data connections stop when its certificate "
-                  << (now < not_after ? "expires in " + std::to_string(not_after - now) + " s"
-                                      : "has expired")
-                  << "\n";
+        log() << "peer: certificate renewal refused: " << renewed.error().message
+              << "; this node's calls and data connections stop when its certificate "
+              << (now < not_after ? "expires in " + std::to_string(not_after - now) + " s"
+                                  : "has expired")
+              << "\n";
         return;
       }
       ++failures;
-      std::cerr << "peer: certificate renewal failed (attempt " << failures
-                << "): " << renewed.error().message << "\n";
+      log() << "peer: certificate renewal failed (attempt " << failures
+            << "): " << renewed.error().message << "\n";
       due = now + crypto::renewal_retry_delay(failures, now, not_after).count();
     }
   }
@@ -292,8 +315,8 @@ class Daemon final : public PeerDaemon {
     cert_pem_ = std::move(cert);
     cert_not_before_ = info->not_before;
     cert_not_after_ = info->not_after;
-    std::cerr << "peer: certificate renewed, valid for " << info->not_after - info->not_before
-              << " s\n";
+    log() << "peer: certificate renewed, valid for " << info->not_after - info->not_before
+          << " s\n";
     return {};
   }
 
@@ -442,7 +465,7 @@ class Daemon final : public PeerDaemon {
 
   void fail(const std::shared_ptr<Task>& task, Error e) {
     if (e.code == kErrPoolStopped) return;  // the daemon is stopping, not the task failing
-    std::cerr << "peer: task " << task->id.get().substr(0, 16) << " failed: " << e.message << "\n";
+    log() << "peer: task " << task->id.get().substr(0, 16) << " failed: " << e.message << "\n";
     std::lock_guard lock(mu_);
     task->state = "failed";
     task->error = std::move(e);
@@ -503,9 +526,9 @@ class Daemon final : public PeerDaemon {
           if (!(e.code == kErrUnknownTask && young) && !outage) return give_up(e);
           if (outage && !outage_logged) {
             outage_logged = true;
-            std::cerr << "peer: task " << id.substr(0, 16)
-                      << ": no supernode answers GetTask, segments keep downloading: " << e.message
-                      << "\n";
+            log() << "peer: task " << id.substr(0, 16)
+                  << ": no supernode answers GetTask, segments keep downloading: " << e.message
+                  << "\n";
           }
         } else {
           last_answer = now;
@@ -597,7 +620,7 @@ class Daemon final : public PeerDaemon {
     std::lock_guard lock(mu_);
     auto it = tasks_.find(id);
     if (it != tasks_.end() && it->second == task) tasks_.erase(it);
-    std::cerr << "peer: task " << id.substr(0, 16) << " removed\n";
+    log() << "peer: task " << id.substr(0, 16) << " removed\n";
   }
 
   // Adds segment `s` to the engine as a download into tasks/<task>/seg-<i>. A torrent already
@@ -650,7 +673,7 @@ class Daemon final : public PeerDaemon {
                                               {"segments", std::move(have)}});
     if (!peers) {
       if (peers.error().code != kErrPoolStopped) {
-        std::cerr << "peer: announce failed: " << peers.error().message << "\n";
+        log() << "peer: announce failed: " << peers.error().message << "\n";
       }
       return;  // the swarm keeps going; retried at the next interval
     }
@@ -715,8 +738,8 @@ class Daemon final : public PeerDaemon {
     std::lock_guard lock(mu_);
     task->state = "done";
     task->parts = std::move(parts);
-    std::cerr << "peer: task " << task->id.get().substr(0, 16) << " done (" << *info.size
-              << " bytes, " << segments.size() << " segments)\n";
+    log() << "peer: task " << task->id.get().substr(0, 16) << " done (" << *info.size << " bytes, "
+          << segments.size() << " segments)\n";
     return true;
   }
 

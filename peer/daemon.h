@@ -35,6 +35,7 @@ struct PeerConfig {
   std::string listen_ip = "127.0.0.1";
   uint16_t data_port = 0;
   std::string socket_path;
+  bool quiet = false;  // no log lines on stderr (a one-shot peer inside `starling get`)
 };
 
 class PeerDaemon {

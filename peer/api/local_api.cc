@@ -239,7 +239,7 @@ Result<HttpReply> local_api_call(const std::string& socket_path, const std::stri
     curl_easy_getinfo(c, CURLINFO_OS_ERRNO, &os_errno);
     if (rc == CURLE_COULDNT_CONNECT &&
         (os_errno == ENOENT || os_errno == ECONNREFUSED || os_errno == 0)) {
-      return make_error(kErrLocalApi, no_daemon(socket_path));
+      return make_error(kErrNoDaemon, no_daemon(socket_path));
     }
     std::string detail = errbuf[0] != '\0' ? errbuf : curl_easy_strerror(rc);
     return make_error(kErrLocalApi,

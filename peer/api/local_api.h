@@ -13,6 +13,8 @@
 namespace starling::peer {
 
 inline constexpr char kErrLocalApi[] = "local_api.unavailable";
+// Nothing listens at the socket path (no file, or a stale socket): no daemon is running.
+inline constexpr char kErrNoDaemon[] = "local_api.no_daemon";
 
 struct HttpReply {
   int status = 200;
@@ -33,8 +35,9 @@ class LocalApiServer {
   virtual ~LocalApiServer() = default;  // stops, joins threads, removes the socket file
 };
 
-// One request to the daemon. kErrLocalApi when nothing listens at socket_path: "no peer
-// daemon at PATH (start one with `starling peer`)".
+// One request to the daemon. kErrNoDaemon when nothing listens at socket_path: "no peer
+// daemon at PATH (start one with `starling peer`)"; kErrLocalApi for any other transport
+// failure.
 Result<HttpReply> local_api_call(const std::string& socket_path, const std::string& method,
                                  const std::string& target, const std::string& body,
                                  std::chrono::milliseconds timeout);

@@ -108,7 +108,8 @@ TEST(Dfget, FlagsStarlingCannotHonourAreNoticed) {
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_EQ(r->notices,
             (std::vector<std::string>{
-                "ignoring --node: the peer daemon's --supernode list is used",
+                "ignoring --node: a one-shot peer (used when no peer daemon runs) also needs "
+                "--network DIR",
                 "ignoring --scheduler: the peer daemon's --supernode list is used",
                 "ignoring --totallimit: Starling has no rate limits yet",
                 "ignoring --locallimit: Starling has no rate limits yet",
@@ -116,6 +117,25 @@ TEST(Dfget, FlagsStarlingCannotHonourAreNoticed) {
                 "ignoring --insecure: the supernodes always check the origin's certificate",
                 "ignoring --cacerts: the supernodes use their own CA store for the origin",
             }));
+}
+
+TEST(Dfget, NodeAndNetworkDescribeAOneShotPeer) {
+  // dfget 1's --node: host, optional port (8002), optional weight (ignored); dfget's --ip is
+  // its uploader's address, here the one-shot peer's data address.
+  auto r = dfget({"http://h/f", "-o", "x", "-n", "10.0.0.1=2,10.0.0.2:9000,,sn3:8003=1",
+                  "--network", "/etc/starling/net", "--ip", "10.0.0.9"});
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->request.supernodes, "10.0.0.1:8002,10.0.0.2:9000,sn3:8003");
+  EXPECT_EQ(r->request.network_dir, "/etc/starling/net");
+  EXPECT_EQ(r->request.listen_ip, "10.0.0.9");
+  EXPECT_EQ(r->request.supernode_flag, "--node");
+  EXPECT_TRUE(r->notices.empty());
+  // Without both there is no one-shot peer; --ip alone changes nothing.
+  auto plain = dfget({"http://h/f", "-o", "x", "--ip", "10.0.0.9"});
+  ASSERT_TRUE(plain.ok()) << plain.error().message;
+  EXPECT_EQ(plain->request.supernodes, "");
+  EXPECT_EQ(plain->request.network_dir, "");
+  EXPECT_EQ(plain->request.listen_ip, "");
 }
 
 TEST(Dfget, BadCommandLinesGiveOneExactError) {
@@ -145,6 +165,15 @@ TEST(Dfget, BadCommandLinesGiveOneExactError) {
       {{u, "-o", "x", "-p", "fast"}, "--pattern must be p2p, cdn or source"},
       {{u, "-o", "x", "--socket", "/a", "--daemon-sock", "/b"},
        "--daemon-sock and --socket say different things; give one"},
+      {{u, "-o", "x", "--network", "/n"},
+       "--network needs --node (the supernodes a one-shot peer joins through)"},
+      {{u, "-o", "x", "--network", "/n", "--node", "h:x"},
+       "--node: bad supernode 'h:x' (expected HOST[:PORT][=WEIGHT])"},
+      {{u, "-o", "x", "--network", "/n", "--node", "a,:8002=1"},
+       "--node: bad supernode ':8002=1' (expected HOST[:PORT][=WEIGHT])"},
+      {{u, "-o", "x", "--network", "/n", "--node", ",="},
+       "--node: bad supernode '=' (expected HOST[:PORT][=WEIGHT])"},
+      {{u, "-o", "x", "--network", "/n", "--node", ",,"}, "--node names no supernode"},
   };
   for (const auto& [args, message] : cases) {
     EXPECT_EQ(error_of(args), message) << ::testing::PrintToString(args);

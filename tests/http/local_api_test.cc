@@ -166,7 +166,7 @@ TEST_F(LocalApiTest, RegularFileAtPathIsNotRemoved) {
 TEST_F(LocalApiTest, NoDaemonHasExactMessage) {
   auto r = local_api_call(sock(), "GET", "/v1/ping", "", 5000ms);
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.error().code, kErrLocalApi);
+  EXPECT_EQ(r.error().code, kErrNoDaemon);
   EXPECT_EQ(r.error().message, "no peer daemon at " + sock() + " (start one with `starling peer`)");
   {
     // Stale socket file: refused, same message.

@@ -3,9 +3,11 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <optional>
 
 #include <gtest/gtest.h>
 
@@ -23,6 +25,7 @@ namespace fs = std::filesystem;
 std::vector<std::string> stray_files(const std::string& dir) {
   std::vector<std::string> out;
   for (const auto& e : fs::directory_iterator(dir)) out.push_back(e.path().filename().string());
+  std::sort(out.begin(), out.end());
   return out;
 }
 
@@ -132,7 +135,8 @@ TEST(SystemTest, DfgetTakesDragonflysFlags) {
       c.dir() / "dfget1.log");
   ASSERT_EQ(one.code, 0) << one.output;
   EXPECT_EQ(sha256_of(c.out("layer")), sha256_of(c.www("layer")));
-  EXPECT_NE(one.output.find("dfget: ignoring --node: the peer daemon's --supernode list is used\n"),
+  EXPECT_NE(one.output.find("dfget: ignoring --node: a one-shot peer (used when no peer daemon "
+                            "runs) also needs --network DIR\n"),
             std::string::npos)
       << one.output;
   EXPECT_NE(one.output.find("download SUCCESS cost:"), std::string::npos) << one.output;
@@ -192,8 +196,121 @@ TEST(SystemTest, NoDaemonIsAClearError) {
   auto r = run_starling({"get", "http://127.0.0.2/f", "-o", d / "x", "--socket", d / "none.sock"},
                         d / "log");
   EXPECT_EQ(r.code, 1);
-  EXPECT_NE(r.output.find("no peer daemon at " + (d / "none.sock")), std::string::npos) << r.output;
+  EXPECT_EQ(r.output, "starling get: no peer daemon at " + (d / "none.sock") +
+                          " (start one with `starling peer`, or give --network and --supernode "
+                          "to download with a one-shot peer)\n");
   EXPECT_FALSE(fs::exists(d / "x"));
+  // The one-shot peer's flags go together.
+  auto half = run_starling({"get", "http://127.0.0.2/f", "-o", d / "x", "--socket", d / "none.sock",
+                            "--network", d / "net"},
+                           d / "log2");
+  EXPECT_EQ(half.code, 2);
+  EXPECT_EQ(half.output,
+            "starling: get: --network and --supernode go together (a one-shot peer needs both) "
+            "(see 'starling --help')\n");
+  EXPECT_TRUE(stray_files(d.path()).size() == 2u)
+      << ::testing::PrintToString(stray_files(d.path()));
+}
+
+// Points $TMPDIR (where a one-shot peer puts its socket) at a directory of the test while it
+// lives.
+class ScopedTmpdir {
+ public:
+  explicit ScopedTmpdir(const std::string& dir) : dir_(dir) {
+    fs::create_directories(dir);
+    const char* old = ::getenv("TMPDIR");
+    if (old != nullptr) old_ = old;
+    ::setenv("TMPDIR", dir.c_str(), 1);
+  }
+  ~ScopedTmpdir() {
+    if (old_) {
+      ::setenv("TMPDIR", old_->c_str(), 1);
+    } else {
+      ::unsetenv("TMPDIR");
+    }
+  }
+
+ private:
+  std::string dir_;
+  std::optional<std::string> old_;
+};
+
+TEST(SystemTest, OneShotPeersDownloadWithoutADaemon) {
+  Cluster c(0);  // a supernode and the origin; no peer daemon anywhere
+  ScopedTmpdir tmp(c.dir() / "tmp");
+  constexpr size_t kSize = 24 * 1024 * 1024 + 777;
+  write_random_file(c.www("blob"), kSize, 11);
+  const std::string expected = sha256_of(c.www("blob"));
+  const std::string none = c.dir() / "none.sock";
+
+  // Two at once, each a one-shot peer of its own: one origin request for both.
+  std::vector<std::unique_ptr<Process>> gets;
+  for (int i = 0; i < 2; ++i) {
+    gets.push_back(std::make_unique<Process>(
+        std::vector<std::string>{"get", c.url("blob"), "-o", c.out("blob" + std::to_string(i)),
+                                 "--socket", none, "--network", c.dir() / "net", "--supernode",
+                                 c.supernode_address(), "--listen",
+                                 "127.0.0." + std::to_string(50 + i)},
+        c.dir() / ("oneshot" + std::to_string(i) + ".log")));
+  }
+  for (int i = 0; i < 2; ++i) {
+    Process& g = *gets[static_cast<size_t>(i)];
+    ASSERT_EQ(g.wait(120s), 0) << g.output();
+    EXPECT_NE(
+        g.output().find("starling get: no peer daemon at " + none + ", starting a one-shot peer\n"),
+        std::string::npos)
+        << g.output();
+    EXPECT_EQ(g.output().find("peer: "), std::string::npos) << g.output();  // get reports, not it
+    EXPECT_EQ(sha256_of(c.out("blob" + std::to_string(i))), expected);
+  }
+  EXPECT_EQ(c.origin_stat("requests"), 1);
+
+  // dfget 1's --node (port 8002 unless given, weight ignored) and --ip, with --network.
+  auto d = run_starling(
+      {"dfget", "-u", c.url("blob"), "-o", c.out("dfget"), "--node", c.supernode_address() + "=1",
+       "--network", c.dir() / "net", "--ip", "127.0.0.52", "--daemon-sock", none},
+      c.dir() / "dfget.log");
+  ASSERT_EQ(d.code, 0) << d.output;
+  EXPECT_EQ(d.output.find("ignoring --node"), std::string::npos) << d.output;
+  EXPECT_EQ(sha256_of(c.out("dfget")), expected);
+  EXPECT_EQ(c.origin_stat("requests"), 1);
+
+  // Nothing of the one-shot peers is left: no data directory beside the outputs, no socket.
+  EXPECT_EQ(stray_files(c.dir() / "out"), (std::vector<std::string>{"blob0", "blob1", "dfget"}))
+      << ::testing::PrintToString(stray_files(c.dir() / "out"));
+  EXPECT_TRUE(stray_files(c.dir() / "tmp").empty())
+      << ::testing::PrintToString(stray_files(c.dir() / "tmp"));
+}
+
+TEST(SystemTest, CtrlCStopsAGetAndLeavesNothingBehind) {
+  Cluster c(1);
+  ScopedTmpdir tmp(c.dir() / "tmp");
+  SlowOrigin slow(Cluster::kOriginIp, std::string(4 << 20, 's'), 256 << 10);  // 16 s
+  const std::string base =
+      "http://" + std::string(Cluster::kOriginIp) + ":" + std::to_string(slow.port()) + "/slow";
+  const std::vector<std::vector<std::string>> ways = {
+      {"--socket", c.socket(0)},  // through the daemon
+      {"--socket", c.dir() / "none.sock", "--network", c.dir() / "net", "--supernode",
+       c.supernode_address(), "--listen", "127.0.0.53"},  // a one-shot peer
+  };
+  for (size_t i = 0; i < ways.size(); ++i) {
+    const std::string out = c.out("slow" + std::to_string(i));
+    std::vector<std::string> args = {"get", base + std::to_string(i), "-o", out};
+    args.insert(args.end(), ways[i].begin(), ways[i].end());
+    Process get(args, c.dir() / ("ctrl-c" + std::to_string(i) + ".log"));
+    // Interrupted while the supernode fetches this task (its own URL: the i-th request).
+    ASSERT_TRUE(eventually([&] { return slow.requests() > static_cast<int64_t>(i); }, 30s))
+        << get.output();
+    get.signal(SIGINT);
+    EXPECT_EQ(get.wait(30s), 128 + SIGINT) << get.output();
+    EXPECT_NE(get.output().find("starling get: stopped by Interrupt, nothing written\n"),
+              std::string::npos)
+        << get.output();
+    EXPECT_TRUE(stray_files(c.dir() / "out").empty())
+        << ::testing::PrintToString(stray_files(c.dir() / "out"));
+    EXPECT_TRUE(stray_files(c.dir() / "tmp").empty())
+        << ::testing::PrintToString(stray_files(c.dir() / "tmp"));
+  }
 }
 
 TEST(SystemTest, WrongNetworkKeyIsRefusedAndReported) {
