@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <limits>
 
 namespace starling::peer {
 
@@ -14,7 +15,14 @@ int reveal_window(int64_t upload_bytes_per_second, int64_t piece_size) {
   return whole < kMinRevealWindow ? kMinRevealWindow : whole;
 }
 
-RevealPlan::RevealPlan(int pieces) : count_(static_cast<size_t>(pieces > 0 ? pieces : 0), 0) {}
+namespace {
+constexpr int64_t kNever = std::numeric_limits<int64_t>::min();
+}  // namespace
+
+RevealPlan::RevealPlan(int pieces, int64_t second_copy_delay_ms)
+    : count_(static_cast<size_t>(pieces > 0 ? pieces : 0), 0),
+      shown_at_(count_.size(), kNever),
+      second_copy_delay_ms_(second_copy_delay_ms) {}
 
 size_t RevealPlan::live_index(int peer) const {
   if (peer < 0 || static_cast<size_t>(peer) >= peers_.size() ||
@@ -60,7 +68,7 @@ void RevealPlan::peer_has(int peer, int piece) {
 
 int RevealPlan::outstanding(int peer) const { return peers_[live_index(peer)].outstanding; }
 
-int RevealPlan::next_for(int peer) {
+int RevealPlan::next_for(int peer, int64_t now_ms) {
   Peer& p = at(peer);
   const size_t n = count_.size();
   if (n == 0) return -1;
@@ -73,11 +81,15 @@ int RevealPlan::next_for(int peer) {
   for (size_t j = 0; j < n; ++j) {
     const size_t i = (offset + j) % n;
     if (p.state[i] != kNone) continue;
+    if (count_[i] > 0 && shown_at_[i] != kNever && now_ms - shown_at_[i] < second_copy_delay_ms_) {
+      continue;  // a second copy, and the swarm may still pass the first one on
+    }
     if (best < 0 || count_[i] < count_[static_cast<size_t>(best)]) best = static_cast<int>(i);
     if (count_[i] == 0) break;  // nobody has it: as rare as it gets
   }
   if (best < 0) return -1;
   p.state[static_cast<size_t>(best)] = kShown;
+  shown_at_[static_cast<size_t>(best)] = now_ms;
   ++p.outstanding;
   ++count_[static_cast<size_t>(best)];
   return best;

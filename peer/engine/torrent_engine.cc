@@ -158,10 +158,15 @@ class SeedSharePeer final : public lt::peer_plugin {
     if (slot_ >= 0) plan_->remove_peer(slot_);
     slot_ = -1;
   }
+  static int64_t now_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
   void top_up() {
     if (slot_ < 0 || pc_.in_handshake() || pc_.is_disconnecting()) return;
     while (plan_->outstanding(slot_) < window_) {
-      const int piece = plan_->next_for(slot_);
+      const int piece = plan_->next_for(slot_, now_ms());
       if (piece < 0) return;
       const auto p = static_cast<uint32_t>(piece);
       const char have[9] = {0,
@@ -189,7 +194,7 @@ class SeedSharePeer final : public lt::peer_plugin {
 class SeedShare final : public lt::torrent_plugin {
  public:
   SeedShare(int pieces, int64_t piece_size)
-      : plan_(std::make_shared<RevealPlan>(pieces)), piece_size_(piece_size) {}
+      : plan_(std::make_shared<RevealPlan>(pieces, kSecondCopyDelayMs)), piece_size_(piece_size) {}
   std::shared_ptr<lt::peer_plugin> new_connection(const lt::peer_connection_handle& pc) override {
     return std::make_shared<SeedSharePeer>(plan_, piece_size_, pc);
   }

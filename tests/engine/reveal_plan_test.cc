@@ -101,26 +101,87 @@ TEST(RevealWindow, FollowsTheConnectionsRateWithinItsBounds) {
   EXPECT_EQ(reveal_window(std::numeric_limits<int64_t>::max(), 1), kMaxRevealWindow);
 }
 
+// With a second-copy delay, a piece shown to one downloader is shown to another only once the
+// delay has passed since it was last shown: meanwhile the downloaders pass it on.
+TEST(RevealPlan, SecondCopiesWaitForTheDelay) {
+  RevealPlan plan(4, 1000);
+  const int a = plan.add_peer();
+  const int b = plan.add_peer();
+  EXPECT_EQ(plan.next_for(a, 0), 0);
+  EXPECT_EQ(plan.next_for(a, 0), 1);
+  EXPECT_EQ(plan.next_for(b, 10), 2);  // slot 1 starts at 2: a first copy, at once
+  EXPECT_EQ(plan.next_for(b, 10), 3);
+  EXPECT_EQ(plan.next_for(b, 500), -1);  // all four have a first copy out
+  plan.peer_has(a, 0);
+  plan.peer_has(a, 1);
+  EXPECT_EQ(plan.next_for(b, 999), -1);
+  EXPECT_EQ(plan.next_for(b, 1000), 0);  // 0 and 1 were shown at 0
+  EXPECT_EQ(plan.next_for(b, 1000), 1);
+  EXPECT_EQ(plan.next_for(a, 1000), -1);  // 2 and 3 were shown at 10
+  EXPECT_EQ(plan.next_for(a, 1010), 2);
+  const int c = plan.add_peer();
+  // 0 and 1 were shown again at 1000 and 2 at 1010: each waits a delay from then.
+  EXPECT_EQ(plan.next_for(c, 1500), 3);
+  EXPECT_EQ(plan.next_for(c, 1999), -1);
+  EXPECT_EQ(plan.next_for(c, 2000), 1);  // slot 2 starts at 1
+  EXPECT_EQ(plan.next_for(c, 2000), 0);
+  EXPECT_EQ(plan.next_for(c, 2009), -1);
+  EXPECT_EQ(plan.next_for(c, 2010), 2);
+}
+
+// A first copy shown to a downloader that leaves before it has the piece is nobody's: the piece
+// is shown again at once. A piece a downloader had from elsewhere (never shown) does not wait.
+TEST(RevealPlan, ALostOrNeverShownCopyDoesNotWait) {
+  RevealPlan plan(2, 1000);
+  const int a = plan.add_peer();
+  EXPECT_EQ(plan.next_for(a, 0), 0);
+  plan.remove_peer(a);
+  const int b = plan.add_peer();
+  EXPECT_EQ(plan.next_for(b, 1), 0);
+  const int c = plan.add_peer();
+  plan.peer_has(c, 1);  // from another downloader, say
+  EXPECT_EQ(plan.next_for(b, 2), 1);
+}
+
 TEST(RevealPlan, NoPiecesNoReveals) {
   RevealPlan plan(0);
   EXPECT_EQ(plan.next_for(plan.add_peer()), -1);
 }
 
-// Random joins, leaves, HAVEs and reveals; after every step each piece's count is the number
-// of live downloaders that have it or were shown it, and each outstanding() is the number of
-// pieces shown to it that it does not have. Seeded; the seed is printed.
-TEST(RevealPlan, CountsStayExactUnderRandomEvents) {
+// Random joins, leaves, HAVEs and reveals on a clock that moves 0-9 ms per step, with second
+// copies delayed 0, 5 or 50 ms; after every step each piece's count is the number of live
+// downloaders that have it or were shown it, and each outstanding() is the number of pieces
+// shown to it that it does not have. Every reveal is one the rules allow and the rarest of
+// those; -1 only when none is allowed. Seeded; the seed is printed.
+TEST(RevealPlan, FollowsItsRulesUnderRandomEvents) {
   const uint64_t seed = std::random_device{}();
   std::printf("RevealPlan random events seed %llu\n", static_cast<unsigned long long>(seed));
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
-  for (int run = 0; run < 200; ++run) {
+  constexpr int64_t kNever = -1;
+  for (int run = 0; run < 300; ++run) {
     const int pieces = static_cast<int>(rng() % 20);
-    RevealPlan plan(pieces);
-    // The model: per live slot, per piece: 0 none, 1 shown, 2 has.
+    const int64_t delay = std::vector<int64_t>{0, 5, 50}[rng() % 3];
+    RevealPlan plan(pieces, delay);
+    // The model: per live slot, per piece: 0 none, 1 shown, 2 has; per piece: last shown.
     std::vector<std::vector<int>> model;
     std::vector<bool> live;
+    std::vector<int64_t> shown_at(static_cast<size_t>(pieces), kNever);
+    int64_t now = 0;
+    const auto count = [&](int piece) {
+      int n = 0;
+      for (size_t t = 0; t < live.size(); ++t) {
+        if (live[t] && model[t][static_cast<size_t>(piece)] != 0) ++n;
+      }
+      return n;
+    };
+    const auto allowed = [&](const std::vector<int>& m, int piece) {
+      const auto i = static_cast<size_t>(piece);
+      return m[i] == 0 &&
+             (count(piece) == 0 || shown_at[i] == kNever || now - shown_at[i] >= delay);
+    };
     for (int step = 0; step < 300; ++step) {
+      now += static_cast<int64_t>(rng() % 10);
       const int what = static_cast<int>(rng() % 10);
       std::vector<int> slots;
       for (size_t s = 0; s < live.size(); ++s) {
@@ -147,20 +208,22 @@ TEST(RevealPlan, CountsStayExactUnderRandomEvents) {
         plan.peer_has(s, piece);
         m[static_cast<size_t>(piece)] = 2;
       } else {
-        const int piece = plan.next_for(s);
+        int rarest = -1;  // the lowest count among the allowed pieces
+        for (int i = 0; i < pieces; ++i) {
+          if (allowed(m, i) && (rarest < 0 || count(i) < rarest)) rarest = count(i);
+        }
+        const int piece = plan.next_for(s, now);
         if (piece < 0) {
-          for (int v : m) ASSERT_NE(v, 0) << "a piece was left unshown";
+          ASSERT_EQ(rarest, -1) << "an allowed piece was left unshown at step " << step;
         } else {
-          ASSERT_EQ(m[static_cast<size_t>(piece)], 0) << "shown twice or had";
+          ASSERT_TRUE(allowed(m, piece)) << "piece " << piece << " at step " << step;
+          ASSERT_EQ(count(piece), rarest) << "not the rarest, step " << step;
           m[static_cast<size_t>(piece)] = 1;
+          shown_at[static_cast<size_t>(piece)] = now;
         }
       }
       for (int i = 0; i < pieces; ++i) {
-        int expect = 0;
-        for (size_t t = 0; t < live.size(); ++t) {
-          if (live[t] && model[t][static_cast<size_t>(i)] != 0) ++expect;
-        }
-        ASSERT_EQ(plan.count(i), expect) << "piece " << i << " at step " << step;
+        ASSERT_EQ(plan.count(i), count(i)) << "piece " << i << " at step " << step;
       }
       for (size_t t = 0; t < live.size(); ++t) {
         if (!live[t]) continue;
