@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <system_error>
 
+#include "cli/leftovers.h"
 #include "cli/local_net.h"
 #include "cli/stop_signals.h"
 
@@ -72,11 +73,11 @@ Result<std::unique_ptr<EmbeddedPeer>> EmbeddedPeer::start(
       (output.parent_path() / ("." + output.filename().string() + ".starling-peer-")).string());
   if (!data) return data.error();
   self->data_dir_ = *data;
-  const char* tmp = ::getenv("TMPDIR");
-  auto sockets = make_private_dir(std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") +
-                                  "/starling-get-");
+  if (auto lock = OwnerLock::take(self->data_dir_)) self->locks_.push_back(std::move(*lock));
+  auto sockets = make_private_dir(temp_root() + "/starling-get-");
   if (!sockets) return sockets.error();
   self->socket_dir_ = *sockets;
+  if (auto lock = OwnerLock::take(self->socket_dir_)) self->locks_.push_back(std::move(*lock));
   self->socket_ = self->socket_dir_ + "/peer.sock";
   peer.data_dir = self->data_dir_;
   peer.socket_path = self->socket_;

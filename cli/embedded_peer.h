@@ -4,7 +4,8 @@
 // and is gone when it ends. Its state lives in directories of its own, removed when it stops:
 // the data directory (node key, segment files) beside the output, so the segments are on the
 // output's file system, and the local API socket in a private directory under $TMPDIR (a unix
-// socket path must be short).
+// socket path must be short). Both are locked while the get runs; a later get removes them if
+// this one was killed before it could (cli/leftovers.h).
 #pragma once
 
 #include <signal.h>
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "cli/args.h"
+#include "cli/leftovers.h"
 #include "common/result.h"
 #include "peer/daemon.h"
 
@@ -57,6 +59,7 @@ class EmbeddedPeer {
   std::string data_dir_;
   std::string socket_dir_;
   std::string socket_;
+  std::vector<OwnerLock> locks_;  // on both directories: this get still runs (cli/leftovers.h)
   std::unique_ptr<peer::PeerDaemon> daemon_;
 };
 

@@ -26,6 +26,7 @@
 
 #include "cli/dfget.h"
 #include "cli/embedded_peer.h"
+#include "cli/leftovers.h"
 #include "cli/progress.h"
 #include "cli/report.h"
 #include "cli/stop_signals.h"
@@ -56,11 +57,12 @@ class PendingOutput {
       return make_error("get.output", "cannot write " + output + ": is a directory");
     std::string pattern =
         (p.parent_path() / ("." + p.filename().string() + ".starling-XXXXXX")).string();
-    fd_ = ::mkstemp(pattern.data());
+    fd_ = ::mkostemp(pattern.data(), O_CLOEXEC);
     if (fd_ < 0) {
       return make_error("get.output", "cannot write " + output + ": " + std::strerror(errno));
     }
     temp_ = pattern;
+    if (auto lock = OwnerLock::take(temp_)) lock_ = std::move(*lock);  // cli/leftovers.h
     ::fchmod(fd_, 0644);
     return {};
   }
@@ -117,6 +119,7 @@ class PendingOutput {
  private:
   std::string output_;
   std::string temp_;
+  OwnerLock lock_;
   int fd_ = -1;
   crypto::Sha256 hash_;
   std::optional<crypto::Md5> md5_;
@@ -203,6 +206,14 @@ int download(const GetRequest& request) {
   }
   if (!request.tag.empty()) body["tag"] = request.tag;
   if (!request.filter.empty()) body["filter"] = request.filter;
+
+  // What a killed get of this output left (cli/leftovers.h) goes first.
+  const auto swept = sweep_leftovers(request.output, temp_root());
+  if (!swept.empty() && request.progress) {
+    std::cerr << request.program << ": removed what an earlier get that did not finish left:";
+    for (const auto& path : swept) std::cerr << " " << path;
+    std::cerr << "\n";
+  }
 
   // Fail on an unwritable output before anything is downloaded.
   PendingOutput pending;

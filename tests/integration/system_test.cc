@@ -2,8 +2,10 @@
 // all separate `starling` processes; `starling get` as a user would run it.
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 
 #include <algorithm>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -311,6 +313,66 @@ TEST(SystemTest, CtrlCStopsAGetAndLeavesNothingBehind) {
     EXPECT_TRUE(stray_files(c.dir() / "tmp").empty())
         << ::testing::PrintToString(stray_files(c.dir() / "tmp"));
   }
+}
+
+// kill -9 leaves a one-shot get's temp output, peer data directory and socket directory behind;
+// the next get of that output removes them (they are no longer locked: cli/leftovers.h) and
+// downloads the same bytes. While the get still ran, another get left them alone.
+TEST(SystemTest, TheNextGetRemovesWhatAKilledGetLeft) {
+  Cluster c(1);
+  ScopedTmpdir tmp(c.dir() / "tmp");
+  const std::string content(4 << 20, 'k');
+  SlowOrigin slow(Cluster::kOriginIp, content, 256 << 10);  // 16 s
+  const std::string url =
+      "http://" + std::string(Cluster::kOriginIp) + ":" + std::to_string(slow.port()) + "/k";
+  const std::string out = c.out("killed");
+  const std::vector<std::string> args = {"get",         url,
+                                         "-o",          out,
+                                         "--socket",    c.dir() / "none.sock",
+                                         "--network",   c.dir() / "net",
+                                         "--supernode", c.supernode_address(),
+                                         "--listen",    "127.0.0.54"};
+  // As if they were a minute old (a get just starting beside them is left alone).
+  const auto age_all = [&] {
+    for (const auto& dir : {c.dir() / "out", c.dir() / "tmp"}) {
+      for (const auto& name : stray_files(dir)) {
+        const timeval then[2] = {{std::time(nullptr) - 60, 0}, {std::time(nullptr) - 60, 0}};
+        ASSERT_EQ(::utimes((dir + "/" + name).c_str(), then), 0) << name;
+      }
+    }
+  };
+  std::vector<std::string> left;
+  {
+    Process get(args, c.dir() / "killed.log");
+    ASSERT_TRUE(eventually([&] { return slow.requests() > 0; }, 30s)) << get.output();
+    left = stray_files(c.dir() / "out");
+    ASSERT_EQ(left.size(), 2u) << ::testing::PrintToString(left);  // temp output, data directory
+    ASSERT_EQ(stray_files(c.dir() / "tmp").size(), 1u);            // the socket directory
+    // While it runs, another get of the same output (which then finds no daemon) leaves them.
+    ASSERT_NO_FATAL_FAILURE(age_all());
+    auto other = run_starling({"get", url, "-o", out, "--socket", c.dir() / "none.sock"},
+                              c.dir() / "other.log", 30s);
+    EXPECT_EQ(other.code, 1) << other.output;
+    EXPECT_EQ(other.output.find("removed"), std::string::npos) << other.output;
+    EXPECT_EQ(stray_files(c.dir() / "out"), left);
+    EXPECT_EQ(stray_files(c.dir() / "tmp").size(), 1u);
+    get.signal(SIGKILL);
+    EXPECT_EQ(get.wait(30s), 128 + SIGKILL);
+  }
+  EXPECT_EQ(stray_files(c.dir() / "out"), left);  // kill -9: nothing could clean up
+  ASSERT_NO_FATAL_FAILURE(age_all());
+  auto again = run_starling(args, c.dir() / "again.log", 60s);
+  ASSERT_EQ(again.code, 0) << again.output;
+  const std::string removed =
+      "starling get: removed what an earlier get that did not finish "
+      "left: " +
+      (c.dir() / "out/") + left[0] + " " + (c.dir() / "out/") + left[1] + " " +
+      (c.dir() / "tmp/starling-get-");
+  EXPECT_NE(again.output.find(removed), std::string::npos) << again.output;
+  EXPECT_TRUE(read_text(out) == content);
+  EXPECT_EQ(stray_files(c.dir() / "out"), std::vector<std::string>{"killed"});
+  EXPECT_TRUE(stray_files(c.dir() / "tmp").empty())
+      << ::testing::PrintToString(stray_files(c.dir() / "tmp"));
 }
 
 TEST(SystemTest, WrongNetworkKeyIsRefusedAndReported) {
