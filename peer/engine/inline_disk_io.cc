@@ -29,6 +29,11 @@ namespace lt = libtorrent;
 namespace {
 
 constexpr int kBlock = lt::default_block_size;  // 16 KiB, BitTorrent's request size
+// Spare bytes after each block read for sending: libtorrent copies the next peer-wire message
+// (the next block's 13-byte header) into them instead of a buffer of its own. Boost.Asio's TLS
+// stream copies a leading small buffer and what follows into 8 KiB, so a lone header made
+// every 16 KiB block two 8 KiB TLS records and sends; with the room it is 1.5 (README.md).
+constexpr int kSendRoom = 256;
 
 lt::error_code errno_code(int e) { return lt::error_code(e, lt::system_category()); }
 
@@ -207,11 +212,11 @@ class InlineDiskIo final : public lt::disk_interface, public lt::buffer_allocato
   void async_read(lt::storage_index_t idx, const lt::peer_request& r,
                   std::function<void(lt::disk_buffer_holder, const lt::storage_error&)> handler,
                   lt::disk_job_flags_t) override {
-    auto* buf = static_cast<char*>(std::malloc(static_cast<size_t>(r.length)));
+    auto* buf = static_cast<char*>(std::malloc(static_cast<size_t>(r.length + kSendRoom)));
     lt::storage_error se =
         buf ? storages_[idx]->read(r.piece, r.start, buf, r.length, false)
             : lt::storage_error(errno_code(ENOMEM), lt::operation_t::alloc_cache_piece);
-    lt::disk_buffer_holder holder(*this, buf, r.length);
+    lt::disk_buffer_holder holder(*this, buf, r.length + kSendRoom);
     boost::asio::post(ioc_, [h = std::move(handler), b = std::move(holder), se]() mutable {
       h(std::move(b), se);
     });
