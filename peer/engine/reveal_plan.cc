@@ -1,5 +1,6 @@
 #include "peer/engine/reveal_plan.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <limits>
@@ -45,7 +46,9 @@ int RevealPlan::add_peer() {
 
 void RevealPlan::remove_peer(int peer) {
   Peer& p = at(peer);
-  for (size_t i = 0; i < p.state.size(); ++i) {
+  const bool complete =
+      std::all_of(p.state.begin(), p.state.end(), [](uint8_t s) { return s == kHas; });
+  for (size_t i = 0; i < p.state.size() && !complete; ++i) {
     if (p.state[i] != kNone) --count_[i];
   }
   p.live = false;

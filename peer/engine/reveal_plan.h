@@ -41,7 +41,10 @@ class RevealPlan {
 
   // A new downloader: its slot (slots of removed downloaders are reused).
   int add_peer();
-  // The downloader left: what it had or was shown no longer counts.
+  // The downloader left: what it had or was shown no longer counts, unless it had every piece.
+  // A downloader that completes becomes a seed, and libtorrent closes connections between seeds:
+  // it left this seed, not the swarm, and still serves the others (if it left the swarm too, a
+  // piece waits at most the delay).
   void remove_peer(int peer);
   // The downloader has `piece` (it said so: HAVE, a bitfield, have-all).
   void peer_has(int peer, int piece);

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <limits>
 #include <random>
@@ -143,6 +144,29 @@ TEST(RevealPlan, ALostOrNeverShownCopyDoesNotWait) {
   EXPECT_EQ(plan.next_for(b, 2), 1);
 }
 
+// A downloader that completes and disconnects (libtorrent closes seed-to-seed connections)
+// still serves the swarm: its copies keep counting, so the others wait for the delay.
+TEST(RevealPlan, ACompleteDownloaderThatLeavesStillCounts) {
+  RevealPlan plan(2, 1000);
+  const int a = plan.add_peer();
+  EXPECT_EQ(plan.next_for(a, 0), 0);
+  EXPECT_EQ(plan.next_for(a, 0), 1);
+  plan.peer_has(a, 0);
+  plan.peer_has(a, 1);
+  plan.remove_peer(a);
+  EXPECT_EQ(plan.count(0), 1);
+  EXPECT_EQ(plan.count(1), 1);
+  const int b = plan.add_peer();
+  EXPECT_EQ(plan.next_for(b, 999), -1);
+  EXPECT_EQ(plan.next_for(b, 1000), 0);
+  // One that had only part of the file is gone with what it had.
+  const int c = plan.add_peer();
+  plan.peer_has(c, 1);
+  EXPECT_EQ(plan.count(1), 2);
+  plan.remove_peer(c);
+  EXPECT_EQ(plan.count(1), 1);
+}
+
 TEST(RevealPlan, NoPiecesNoReveals) {
   RevealPlan plan(0);
   EXPECT_EQ(plan.next_for(plan.add_peer()), -1);
@@ -167,9 +191,10 @@ TEST(RevealPlan, FollowsItsRulesUnderRandomEvents) {
     std::vector<std::vector<int>> model;
     std::vector<bool> live;
     std::vector<int64_t> shown_at(static_cast<size_t>(pieces), kNever);
+    std::vector<int> retired(static_cast<size_t>(pieces), 0);  // complete downloaders that left
     int64_t now = 0;
     const auto count = [&](int piece) {
-      int n = 0;
+      int n = retired[static_cast<size_t>(piece)];
       for (size_t t = 0; t < live.size(); ++t) {
         if (live[t] && model[t][static_cast<size_t>(piece)] != 0) ++n;
       }
@@ -203,6 +228,9 @@ TEST(RevealPlan, FollowsItsRulesUnderRandomEvents) {
       if (what == 1) {
         plan.remove_peer(s);
         live[static_cast<size_t>(s)] = false;
+        if (std::all_of(m.begin(), m.end(), [](int v) { return v == 2; })) {
+          for (int& r : retired) ++r;
+        }
       } else if (what < 5 && pieces > 0) {
         const int piece = static_cast<int>(rng() % static_cast<uint64_t>(pieces));
         plan.peer_has(s, piece);

@@ -297,6 +297,36 @@ TEST_F(EngineTest, DownloadersThatCannotTradeStillGetEveryPieceFromTheSeed) {
   EXPECT_GE(progress_of(*a).uploaded_bytes, 2 * kSize);
 }
 
+// A downloader that completes disconnects from the seed (libtorrent closes connections between
+// seeds) but still serves the swarm, so its copies keep counting: C, joining after B completed
+// and not knowing B, is shown each piece only once the delay since B was shown it has passed.
+TEST_F(EngineTest, ACompleteDownloaderStillCountsAfterItDisconnects) {
+  std::unique_ptr<TorrentEngine> a, b, c;
+  ASSERT_NO_FATAL_FAILURE(start_seed_and_two_downloads(a, b, c));
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(wait_until(
+      [&] {
+        (void)b->connect_peer(kTask, Endpoint{"127.0.0.1", a->ssl_port()});
+        return progress_of(*b).state == TorrentState::kSeeding;
+      },
+      kTimeout))
+      << "B " << describe(progress_of(*b));
+  ASSERT_TRUE(wait_until([&] { return progress_of(*b).num_peers == 0; }, kTimeout))
+      << "B is still connected to the seed";
+  bool done = wait_until(
+      [&] {
+        (void)c->connect_peer(kTask, Endpoint{"127.0.0.1", a->ssl_port()});
+        return progress_of(*c).state == TorrentState::kSeeding;
+      },
+      kTimeout);
+  const auto elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_TRUE(done) << "C " << describe(progress_of(*c));
+  std::printf("C, joining after B completed, completes %.2f s after B started\n", elapsed);
+  EXPECT_GE(elapsed, static_cast<double>(kSecondCopyDelayMs) / 1000.0);
+  EXPECT_TRUE(testing::read_all(dir_ / "c.out") == testing::read_all(dir_ / "origin.bin"));
+  EXPECT_EQ(progress_of(*b).uploaded_bytes, 0);
+}
+
 // D holds a leaf from another CA: the seed refuses the TLS handshake and D gets nothing,
 // while E, whose leaf the network CA signed, completes from the same seed.
 TEST_F(EngineTest, PeerFromAnotherCaIsRefused) {
