@@ -29,10 +29,6 @@ bool is_random_part(std::string_view s) {
          });
 }
 
-bool starts_with(std::string_view s, std::string_view prefix) {
-  return s.substr(0, prefix.size()) == prefix;
-}
-
 // Locked by a running get, or too young to tell: true. Otherwise `lock` holds it now.
 bool in_use(const fs::path& path, std::chrono::seconds min_age, OwnerLock& lock) {
   struct stat st {};
@@ -53,7 +49,7 @@ bool is_output_leftover_name(std::string_view name, std::string_view output_name
   }
   const std::string_view rest = name.substr(1 + output_name.size());
   for (std::string_view infix : {kPeerInfix, kTempInfix}) {
-    if (starts_with(rest, infix) && is_random_part(rest.substr(infix.size()))) return true;
+    if (rest.starts_with(infix) && is_random_part(rest.substr(infix.size()))) return true;
   }
   return false;
 }
@@ -64,7 +60,7 @@ std::string temp_root() {
 }
 
 bool is_socket_dir_leftover_name(std::string_view name) {
-  return starts_with(name, kSocketPrefix) && is_random_part(name.substr(kSocketPrefix.size()));
+  return name.starts_with(kSocketPrefix) && is_random_part(name.substr(kSocketPrefix.size()));
 }
 
 Result<OwnerLock> OwnerLock::take(const std::string& path) {

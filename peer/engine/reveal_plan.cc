@@ -46,10 +46,13 @@ int RevealPlan::add_peer() {
 
 void RevealPlan::remove_peer(int peer) {
   Peer& p = at(peer);
+  // A complete downloader left this seed, not the swarm (reveal_plan.h): its copies stay.
   const bool complete =
       std::all_of(p.state.begin(), p.state.end(), [](uint8_t s) { return s == kHas; });
-  for (size_t i = 0; i < p.state.size() && !complete; ++i) {
-    if (p.state[i] != kNone) --count_[i];
+  if (!complete) {
+    for (size_t i = 0; i < p.state.size(); ++i) {
+      if (p.state[i] != kNone) --count_[i];
+    }
   }
   p.live = false;
   p.state.clear();

@@ -5,8 +5,6 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 
-#include <stdlib.h>
-
 #include <algorithm>
 #include <ctime>
 #include <filesystem>
@@ -14,30 +12,14 @@
 #include <string>
 #include <vector>
 
+#include "tests/crypto/temp_dir.h"
+
 namespace starling::cli {
 namespace {
 
 namespace fs = std::filesystem;
 
-// A fresh directory under the system's temp directory, removed with everything in it.
-class ScratchDir {
- public:
-  ScratchDir() {
-    std::string pattern = (fs::temp_directory_path() / "starling-leftovers-XXXXXX").string();
-    path_ = ::mkdtemp(pattern.data()) != nullptr ? pattern : std::string();
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-  fs::path operator/(const std::string& name) const { return path_ / name; }
-
- private:
-  fs::path path_;
-};
+using crypto::testing::TempDir;
 
 TEST(Leftovers, NamesAreExactlyGetsTemporaries) {
   EXPECT_TRUE(is_output_leftover_name(".out.bin.starling-Ab3xYz", "out.bin"));
@@ -68,8 +50,8 @@ TEST(Leftovers, NamesAreExactlyGetsTemporaries) {
 }
 
 TEST(Leftovers, ALockIsExclusiveUntilReleased) {
-  ScratchDir dir;
-  const std::string file = (dir / "f").string();
+  TempDir dir;
+  const std::string file = dir.file("f");
   std::ofstream(file) << "x";
   auto first = OwnerLock::take(file);
   ASSERT_TRUE(first.ok()) << first.error().message;
@@ -78,11 +60,11 @@ TEST(Leftovers, ALockIsExclusiveUntilReleased) {
   EXPECT_EQ(second.error().message, "cannot lock " + file + ": Resource temporarily unavailable");
   *first = OwnerLock();  // released
   EXPECT_TRUE(OwnerLock::take(file).ok());
-  EXPECT_TRUE(OwnerLock::take(dir.path().string()).ok());  // directories too
-  auto missing = OwnerLock::take((dir / "none").string());
+  EXPECT_TRUE(OwnerLock::take(dir.path()).ok());  // directories too
+  auto missing = OwnerLock::take(dir.file("none"));
   ASSERT_FALSE(missing.ok());
   EXPECT_EQ(missing.error().message,
-            "cannot open " + (dir / "none").string() + ": No such file or directory");
+            "cannot open " + dir.file("none") + ": No such file or directory");
 }
 
 void age(const fs::path& path, int seconds) {
@@ -93,7 +75,8 @@ void age(const fs::path& path, int seconds) {
 // Unlocked and old: removed (a data directory with everything in it). Locked, young, another
 // output's, a symlink, or not a temporary name: kept.
 TEST(Leftovers, SweepRemovesOnlyWhatNoRunningGetHolds) {
-  ScratchDir dir;
+  TempDir scratch;
+  const fs::path dir = scratch.path();
   const fs::path out = dir / "out" / "file.iso";
   const fs::path tmp = dir / "tmp";
   fs::create_directories(out.parent_path());
@@ -125,10 +108,8 @@ TEST(Leftovers, SweepRemovesOnlyWhatNoRunningGetHolds) {
             (std::vector<std::string>{(o / ".file.iso.starling-aaaaaa").string(),
                                       (o / ".file.iso.starling-peer-bbbbbb").string(),
                                       (tmp / "starling-get-cccccc").string()}));
-  std::vector<std::string> left;
-  for (const auto& d : {o, tmp}) {
-    for (const auto& e : fs::directory_iterator(d)) left.push_back(e.path().filename().string());
-  }
+  std::vector<std::string> left = TempDir::entries_of(o);
+  for (const auto& e : TempDir::entries_of(tmp)) left.push_back(e);
   std::sort(left.begin(), left.end());
   EXPECT_EQ(left, (std::vector<std::string>{
                       ".file.iso.starling-dddddd", ".file.iso.starling-eeeeee",
