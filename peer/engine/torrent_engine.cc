@@ -95,6 +95,10 @@ lt::settings_pack engine_session_settings(const EngineConfig& config) {
   s.set_int(lt::settings_pack::send_buffer_watermark, 4 * 1024 * 1024);
   s.set_int(lt::settings_pack::send_buffer_low_watermark, 512 * 1024);
   s.set_int(lt::settings_pack::unchoke_slots_limit, 16);
+  // Two seeds of a torrent close their connection themselves, once each knows the other is a
+  // seed (close_between_seeds() below); libtorrent's own close came before that and they
+  // dialed each other again every second (peer/engine/README.md "Seeds close, then stay apart").
+  s.set_bool(lt::settings_pack::close_redundant_connections, false);
   // No aio_threads / hashing_threads: the engine's disk I/O (inline_disk_io.h) has no threads.
   return s;
 }
@@ -108,6 +112,16 @@ namespace {
 // Plugins run on libtorrent's network thread only.
 // In the seed's extension handshake, which BitTorrent sends before its have-all.
 constexpr char kSeedShareKey[] = "starling_seed_share";
+
+// Called once a second on every connection by the plugins below: a connection between two seeds
+// has nothing to carry, so it is closed, but only once libtorrent has read the other end's
+// have-all (or every HAVE) and so lists it as a seed, which a finished torrent never dials.
+// `other_is_seed` may also come from elsewhere (the sharing seed's handshake), then libtorrent
+// does not know yet and dials once more, and that connection sees the have-all.
+void close_between_seeds(lt::peer_connection_handle& pc, bool we_are_finished, bool other_is_seed) {
+  if (!we_are_finished || !other_is_seed || pc.in_handshake() || pc.is_disconnecting()) return;
+  pc.disconnect(lt::errors::upload_upload_connection, lt::operation_t::bittorrent);
+}
 
 class SeedSharePeer final : public lt::peer_plugin {
  public:
@@ -151,6 +165,7 @@ class SeedSharePeer final : public lt::peer_plugin {
     last_tick_ = now;
     last_upload_ = info.total_upload;
     top_up();
+    close_between_seeds(pc_, /*we_are_finished=*/true, pc_.is_seed());
   }
 
  private:
@@ -208,28 +223,43 @@ class SeedShare final : public lt::torrent_plugin {
 // sharing seed drops its have-all (or bitfield) and so sees only the pieces it is shown.
 class FromSeed final : public lt::peer_plugin {
  public:
+  FromSeed(std::shared_ptr<const bool> finished, const lt::peer_connection_handle& pc)
+      : finished_(std::move(finished)), pc_(pc) {}
   bool on_extension_handshake(const lt::bdecode_node& h) override {
     sharing_ = h.dict_find_int_value(kSeedShareKey, 0) == 1;
     return true;
   }
-  bool on_have_all() override { return sharing_; }  // true: handled, libtorrent never sees it
-  bool on_bitfield(const lt::bitfield&) override { return sharing_; }
+  // true: handled, libtorrent never sees it. Once this torrent is finished nothing is hidden:
+  // libtorrent then learns that the other end is a seed and never dials it again.
+  bool on_have_all() override { return hiding(); }
+  bool on_bitfield(const lt::bitfield&) override { return hiding(); }
   // The seed is upload-only, and between the pieces it shows this node may have nothing to
   // ask it for: libtorrent would close the connection as an "uninteresting upload-only peer"
   // (and does so even on the HAVE that shows the last piece, before it updates its interest).
   bool can_disconnect(const lt::error_code& ec) override {
     return !(sharing_ && ec == lt::errors::uninteresting_upload_peer);
   }
+  void tick() override { close_between_seeds(pc_, *finished_, sharing_ || pc_.is_seed()); }
 
  private:
+  bool hiding() const { return sharing_ && !*finished_; }
+
+  std::shared_ptr<const bool> finished_;
+  lt::peer_connection_handle pc_;
   bool sharing_ = false;
 };
 
 class SeedSharing final : public lt::torrent_plugin {
  public:
-  std::shared_ptr<lt::peer_plugin> new_connection(const lt::peer_connection_handle&) override {
-    return std::make_shared<FromSeed>();
+  std::shared_ptr<lt::peer_plugin> new_connection(const lt::peer_connection_handle& pc) override {
+    return std::make_shared<FromSeed>(finished_, pc);
   }
+  void on_state(lt::torrent_status::state_t state) override {
+    *finished_ = state == lt::torrent_status::finished || state == lt::torrent_status::seeding;
+  }
+
+ private:
+  std::shared_ptr<bool> finished_ = std::make_shared<bool>(false);
 };
 
 TorrentState map_state(const lt::torrent_status& st) {
@@ -338,6 +368,7 @@ class LibtorrentEngine final : public TorrentEngine {
     if (it != tasks_.end()) {
       p.error = it->second.error;
       p.last_peer_error = it->second.last_peer_error;
+      p.connections = it->second.connections;
       if (!p.error.empty()) p.state = TorrentState::kError;
     }
     if (p.state == TorrentState::kError && p.error.empty()) p.error = describe(st.errc);
@@ -438,6 +469,7 @@ class LibtorrentEngine final : public TorrentEngine {
     lt::torrent_handle handle;
     std::string error;
     std::string last_peer_error;
+    int64_t connections = 0;  // peer_connect_alerts: connections made or accepted
   };
 
   Result<lt::torrent_handle> handle_of(const TaskId& task) const {
@@ -538,6 +570,9 @@ class LibtorrentEngine final : public TorrentEngine {
     } else if (auto* te = lt::alert_cast<lt::torrent_error_alert>(a)) {
       std::lock_guard lock(mutex_);
       if (Task* t = task_of(te->handle)) t->error = te->message();
+    } else if (auto* pc = lt::alert_cast<lt::peer_connect_alert>(a)) {
+      std::lock_guard lock(mutex_);
+      if (Task* t = task_of(pc->handle)) ++t->connections;
     } else if (auto* pe = lt::alert_cast<lt::peer_error_alert>(a)) {
       record_peer_error(pe->handle, pe->message());
     } else if (auto* pd = lt::alert_cast<lt::peer_disconnected_alert>(a)) {

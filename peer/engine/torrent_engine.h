@@ -48,6 +48,7 @@ struct TorrentProgress {
   int64_t downloaded_bytes = 0;  // payload received from peers since the torrent was added
   int64_t uploaded_bytes = 0;    // payload sent to peers since the torrent was added
   int num_peers = 0;
+  int64_t connections = 0;      // peer connections made or accepted since the torrent was added
   std::string error;            // set when state == kError
   std::string last_peer_error;  // the last peer/TLS failure of this torrent, for diagnostics
 };

@@ -144,8 +144,9 @@ TEST(RevealPlan, ALostOrNeverShownCopyDoesNotWait) {
   EXPECT_EQ(plan.next_for(b, 2), 1);
 }
 
-// A downloader that completes and disconnects (libtorrent closes seed-to-seed connections)
-// still serves the swarm: its copies keep counting, so the others wait for the delay.
+// A downloader that completes and disconnects (libtorrent closes seed-to-seed connections after
+// a minute with nothing to trade) still serves the swarm: its copies keep counting, so the
+// others wait for the delay.
 TEST(RevealPlan, ACompleteDownloaderThatLeavesStillCounts) {
   RevealPlan plan(2, 1000);
   const int a = plan.add_peer();
