@@ -58,7 +58,7 @@ const std::vector<CommandSpec>& command_specs() {
            opt("segment-size", "BYTES|NKiB|NMiB",
                "Segment size of the tasks this supernode creates: each segment is a torrent "
                "of its own, published as soon as it is fetched (64KiB..16GiB).",
-               "64MiB"),
+               "16MiB"),
            opt("seed-lease", "MS",
                "Milliseconds a fetching task's seeder may go without renewing its lease "
                "before the leader takes the fetch over (500..600000).",

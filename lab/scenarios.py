@@ -718,7 +718,7 @@ def _rm(path: str) -> None:
 
 
 # The supernode's default segment size (`starling supernode --segment-size`).
-SEGMENT_BYTES = 64 * MIB
+SEGMENT_BYTES = 16 * MIB
 
 
 def starling_correctness(r: dict) -> list[str]:
