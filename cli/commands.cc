@@ -1,5 +1,10 @@
 #include "cli/commands.h"
 
+#include <cstdint>
+#include <string>
+
+#include "supernode/defaults.h"
+
 namespace starling::cli {
 
 namespace {
@@ -25,6 +30,13 @@ FlagSpec repeatable(FlagSpec f) {
 }
 PositionalSpec arg(std::string name, std::string help) {
   return PositionalSpec{std::move(name), std::move(help), true};
+}
+
+// A byte count the way --segment-size takes it back: "16MiB", "64KiB" or plain bytes.
+std::string size_flag_text(int64_t bytes) {
+  if (bytes > 0 && bytes % (int64_t{1} << 20) == 0) return std::to_string(bytes >> 20) + "MiB";
+  if (bytes > 0 && bytes % (int64_t{1} << 10) == 0) return std::to_string(bytes >> 10) + "KiB";
+  return std::to_string(bytes);
 }
 
 }  // namespace
@@ -58,11 +70,11 @@ const std::vector<CommandSpec>& command_specs() {
            opt("segment-size", "BYTES|NKiB|NMiB",
                "Segment size of the tasks this supernode creates: each segment is a torrent "
                "of its own, published as soon as it is fetched (64KiB..16GiB).",
-               "16MiB"),
+               size_flag_text(supernode::kDefaultSegmentSize)),
            opt("seed-lease", "MS",
                "Milliseconds a fetching task's seeder may go without renewing its lease "
                "before the leader takes the fetch over (500..600000).",
-               "6000"),
+               std::to_string(supernode::kDefaultSeedLeaseTimeout.count())),
            opt("snapshot-entries", "N",
                "Compact the Raft log into a snapshot of the tracker every N entries (or 64 MiB "
                "of them), 100..100000000; the snapshot is read and written beside the log, "

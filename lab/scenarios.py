@@ -717,7 +717,7 @@ def _rm(path: str) -> None:
         pass
 
 
-# The supernode's default segment size (`starling supernode --segment-size`).
+# The supernode's default segment size (kDefaultSegmentSize in supernode/defaults.h).
 SEGMENT_BYTES = 16 * MIB
 
 

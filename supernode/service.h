@@ -70,6 +70,7 @@
 #include "mesh/session.h"
 #include "peer/engine/torrent_engine.h"
 #include "supernode/cluster_log.h"
+#include "supernode/defaults.h"
 #include "supernode/seeder_watch.h"
 #include "supernode/swarm_registry.h"
 #include "supernode/tracker/state_machine.h"
@@ -93,9 +94,6 @@ inline constexpr char kErrSeed[] = "supernode.seed";
 inline constexpr size_t kMaxAnnouncePeers = 50;
 // Announce "segments": at most this many indices, each below it (1 TiB in 1 MiB segments).
 inline constexpr uint64_t kMaxAnnounceSegments = 1u << 20;
-// Defaults of ServiceConfig::segment_size and seed_lease_timeout.
-inline constexpr int64_t kDefaultSegmentSize = int64_t{16} << 20;
-inline constexpr std::chrono::milliseconds kDefaultSeedLeaseTimeout{6000};
 // Default validity of certificates issued by Enroll (ServiceConfig::leaf_validity_seconds).
 inline constexpr int64_t kLeafValiditySeconds = 12 * 3600;
 

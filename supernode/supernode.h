@@ -12,6 +12,7 @@
 
 #include "common/ids.h"
 #include "common/result.h"
+#include "supernode/defaults.h"
 #include "supernode/members.h"
 
 namespace starling::supernode {
@@ -40,8 +41,8 @@ struct SupernodeConfig {
   std::chrono::seconds cert_lifetime{12 * 3600};
   // Segment size of the tasks this member creates (fixed per task; ARCHITECTURE §3), and how
   // long a fetching task's seed lease may go unrenewed before the leader takes it over.
-  int64_t segment_size = int64_t{16} << 20;  // kDefaultSegmentSize (supernode/service.h)
-  std::chrono::milliseconds seed_lease_timeout{6000};
+  int64_t segment_size = kDefaultSegmentSize;
+  std::chrono::milliseconds seed_lease_timeout = kDefaultSeedLeaseTimeout;
   // The Raft log is compacted into a snapshot of the tracker every this many entries.
   uint64_t snapshot_entries = 100000;
 };
