@@ -42,6 +42,9 @@ def main(argv: list[str]) -> int:
     c.add_argument("--peers", type=int, default=4)
     c.add_argument("--size-mib", type=int, default=64)
     c.add_argument("--rate-mbit", type=float, default=100.0)
+    c.add_argument("--origin-mbit", type=float,
+                   help="the origin's egress, Mbit/s [--rate-mbit]; e.g. a slow origin and "
+                        "fast peers")
     c.add_argument("--supernodes", type=int, default=1, help="cluster members [1]")
     c.add_argument("--fault", default="none",
                    choices=["none", "kill9-peer", "stop-peer", "stop-supernode", "partition",
@@ -83,7 +86,8 @@ def main(argv: list[str]) -> int:
         with Lab(keep=a.keep, host_qdisc=a.host_qdisc) as lab:
             signal.alarm(int(a.budget))  # SIGALRM tears the lab down like Ctrl-C does
             try:
-                world = World(lab, a.peers, a.size_mib * MIB, a.rate_mbit, a.rate_mbit,
+                world = World(lab, a.peers, a.size_mib * MIB, a.rate_mbit,
+                              a.origin_mbit or a.rate_mbit,
                               tracker=False, supernodes=a.supernodes)
                 r = run_starling(world, starling, a.timeout, fault=a.fault)
             except RuntimeError as e:
