@@ -57,6 +57,8 @@ def main() -> None:
     ap.add_argument("--size-mib", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=2)
     a = ap.parse_args()
+    if a.size_mib < 1 or a.rounds < 1:
+        ap.error("--size-mib and --rounds must be at least 1")
     size = a.size_mib * MIB
     with Lab() as lab:
         origin = lab.add_host("origin", "198.18.0.2", 100)

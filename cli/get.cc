@@ -69,7 +69,6 @@ class PendingOutput {
 
   // Appends `source` to the temp file and to the running SHA-256 of what was written.
   Status append(const std::string& source) {
-    int64_t end = written_;
     int in = ::open(source.c_str(), O_RDONLY | O_CLOEXEC);
     if (in < 0)
       return make_error("get.output", "cannot read " + source + ": " + std::strerror(errno));
@@ -92,13 +91,12 @@ class PendingOutput {
         }
         off += w;
       }
-      end += n;
     }
     ::close(in);
-    // Start writing this part to disk now, so that commit()'s fsync waits for the last part
-    // only, not for the whole file (bench/README.md, "writeback during get's copy").
-    ::sync_file_range(fd_, written_, end - written_, SYNC_FILE_RANGE_WRITE);
-    written_ = end;
+    // Start writing what is not yet on its way to disk (0, 0: the whole file; pages already
+    // under writeback are skipped), so that commit()'s fsync waits for the last part only
+    // (bench/README.md, "writeback during get's copy").
+    ::sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WRITE);
     appended_.push_back(source);
     return {};
   }
@@ -127,7 +125,6 @@ class PendingOutput {
   std::string temp_;
   OwnerLock lock_;
   int fd_ = -1;
-  int64_t written_ = 0;  // bytes appended so far
   crypto::Sha256 hash_;
   std::optional<crypto::Md5> md5_;
   std::vector<char> buf_ = std::vector<char>(1 << 20);
