@@ -10,28 +10,11 @@
 #include <string>
 #include <vector>
 
+#include "tests/temp_dir.h"
+
 namespace starling::peer::testing {
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "starling-engine-XXXXXX").string();
-    std::vector<char> buf(tmpl.begin(), tmpl.end());
-    buf.push_back('\0');
-    path_ = ::mkdtemp(buf.data());
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
+using starling::testing::TempDir;
 
 // Writes `size` pseudo-random bytes from `seed` to `path`.
 inline void write_random_file(const std::string& path, int64_t size, uint64_t seed) {

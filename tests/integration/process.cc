@@ -83,17 +83,6 @@ uint16_t free_port(const std::string& ip) {
 
 bool tcp_ready(const std::string& ip, uint16_t port) { return cli::tcp_ready(ip, port); }
 
-TempDir::TempDir() {
-  char tmpl[] = "/tmp/starling-test-XXXXXX";
-  if (::mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
-  path_ = tmpl;
-}
-
-TempDir::~TempDir() {
-  std::error_code ec;
-  std::filesystem::remove_all(path_, ec);
-}
-
 void write_random_file(const std::string& path, size_t size, uint64_t seed) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   std::vector<uint64_t> buf(1 << 16);

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/temp_dir.h"
+
 namespace starling::testing {
 
 std::string starling_binary();
@@ -51,18 +53,6 @@ bool tcp_ready(const std::string& ip, uint16_t port);
 // Polls `pred` every 50 ms until it holds or `limit` passes.
 template <class Pred>
 bool eventually(Pred pred, std::chrono::milliseconds limit);
-
-// A fresh directory under /tmp, removed with everything in it at destruction.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  const std::string& path() const { return path_; }
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
 
 // Writes `size` deterministic pseudo-random bytes derived from `seed`.
 void write_random_file(const std::string& path, size_t size, uint64_t seed);

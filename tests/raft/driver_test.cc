@@ -32,6 +32,7 @@
 #include "supernode/raft/codec.h"
 #include "supernode/raft/sqlite_storage.h"
 #include "tests/raft/network.h"
+#include "tests/temp_dir.h"
 
 namespace starling::raft::testing {
 namespace {
@@ -55,22 +56,7 @@ uint64_t test_seed() {
   return seed;
 }
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "raft-driver-XXXXXX").string();
-    if (!mkdtemp(tmpl.data())) std::abort();
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
+using starling::testing::TempDir;
 
 // "set k=v" commands. The history of applied commands is the state (so a snapshot carries it
 // and restoring rebuilds it); apply returns the index as a string.

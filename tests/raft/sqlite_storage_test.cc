@@ -22,28 +22,14 @@
 #include "supernode/raft/raw_node.h"
 #include "tests/raft/network.h"
 #include "tests/raft/storage_workload.h"
+#include "tests/temp_dir.h"
 
 namespace starling::raft::testing {
 namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "raft-sqlite-XXXXXX").string();
-    if (!mkdtemp(tmpl.data())) std::abort();
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const char* name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
+using starling::testing::TempDir;
 
 std::vector<Entry> ents(uint64_t first, std::vector<uint64_t> terms, const std::string& tag = "") {
   std::vector<Entry> out;

@@ -13,24 +13,14 @@
 #include "supernode/tracker/command.h"
 #include "supernode/tracker/snapshot_codec.h"
 #include "supernode/tracker/state_machine.h"
+#include "tests/temp_dir.h"
 
 namespace starling::tracker {
 namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "tracker_test.XXXXXX").string();
-    path_ = mkdtemp(tmpl.data());
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string file(const std::string& name) const { return (fs::path(path_) / name).string(); }
-
- private:
-  std::string path_;
-};
+using starling::testing::TempDir;
 
 TaskId task(char c) { return TaskId(std::string(64, c)); }
 std::string node(char c) { return std::string(64, c); }
