@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import signal
@@ -45,6 +46,9 @@ def main(argv: list[str]) -> int:
     c.add_argument("--origin-mbit", type=float,
                    help="the origin's egress, Mbit/s [--rate-mbit]; e.g. a slow origin and "
                         "fast peers")
+    c.add_argument("--supernode-mbit", type=float,
+                   help="the supernode hosts' links, Mbit/s [--rate-mbit]; e.g. a supernode in "
+                        "the data centre, peers on slower links")
     c.add_argument("--supernodes", type=int, default=1, help="cluster members [1]")
     c.add_argument("--fault", default="none",
                    choices=["none", "kill9-peer", "stop-peer", "stop-supernode", "partition",
@@ -59,6 +63,13 @@ def main(argv: list[str]) -> int:
     sub.add_parser("cleanup", help="remove leftovers of crashed runs")
     a = ap.parse_args(argv)
 
+    if a.cmd == "check":
+        for flag, value in (("--peers", a.peers), ("--size-mib", a.size_mib),
+                            ("--supernodes", a.supernodes), ("--rate-mbit", a.rate_mbit),
+                            ("--origin-mbit", a.origin_mbit), ("--supernode-mbit", a.supernode_mbit),
+                            ("--timeout", a.timeout), ("--budget", a.budget)):
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                c.error(f"{flag} must be a finite number greater than 0")
     if a.cmd == "cleanup":
         if os.geteuid() != 0:
             print("lab.py: needs root", file=sys.stderr)
@@ -88,7 +99,8 @@ def main(argv: list[str]) -> int:
             try:
                 world = World(lab, a.peers, a.size_mib * MIB, a.rate_mbit,
                               a.origin_mbit or a.rate_mbit,
-                              tracker=False, supernodes=a.supernodes)
+                              tracker=False, supernodes=a.supernodes,
+                              supernode_rate_mbit=a.supernode_mbit)
                 r = run_starling(world, starling, a.timeout, fault=a.fault)
             except RuntimeError as e:
                 lab.keep = True  # keep the logs of a failed run
@@ -104,7 +116,12 @@ def main(argv: list[str]) -> int:
     finally:
         signal.alarm(0)
     times = ", ".join("-" if t is None else f"{t:.1f}" for t in r["times"])
-    print(f"starling lab check: {a.peers} peers, {a.size_mib} MiB, {a.rate_mbit} Mbit/s links, "
+    links = f"{a.rate_mbit:g} Mbit/s links"
+    if a.origin_mbit:
+        links += f", origin {a.origin_mbit:g}"
+    if a.supernode_mbit:
+        links += f", supernodes {a.supernode_mbit:g}"
+    print(f"starling lab check: {a.peers} peers, {a.size_mib} MiB, {links}, "
           f"{a.supernodes} supernode(s)" + (f", fault {a.fault}" if a.fault != "none" else ""))
     print(f"  completion s: {times} (p50 {r['p50']:.1f}, p95 {r['p95']:.1f}; not judged)")
     print(f"  origin: {r['origin_http_bytes']} HTTP bytes = "

@@ -112,15 +112,17 @@ class World:
     the cluster (so its answers never queue behind a busy link)."""
 
     def __init__(self, lab: Lab, npeers: int, size: int, rate_mbit: float = 100.0,
-                 origin_rate_mbit: float = 100.0, tracker: bool = True, supernodes: int = 1):
+                 origin_rate_mbit: float = 100.0, tracker: bool = True, supernodes: int = 1,
+                 supernode_rate_mbit: float | None = None):
         self.lab, self.size = lab, size
+        sn_rate = supernode_rate_mbit or rate_mbit
         self.origin = lab.add_host("origin", ORIGIN_IP, origin_rate_mbit)
         self.tracker = lab.add_host("tracker", TRACKER_IP, rate_mbit) if tracker else None
         if supernodes == 1:
-            self.supernodes = [lab.add_host("super", SUPER_IP, rate_mbit)]
+            self.supernodes = [lab.add_host("super", SUPER_IP, sn_rate)]
             self.admin = self.supernodes[0]
         else:
-            self.supernodes = [lab.add_host(f"sn{i + 1}", supernode_ip(i), rate_mbit)
+            self.supernodes = [lab.add_host(f"sn{i + 1}", supernode_ip(i), sn_rate)
                                for i in range(supernodes)]
             self.admin = lab.add_host("admin", ADMIN_IP, rate_mbit)
         self.supernode = self.supernodes[0]  # the single supernode; sn1 of a cluster
