@@ -516,7 +516,10 @@ class Daemon final : public PeerDaemon {
       // 1. Learn newly published segments (pipelining) until the task is ready.
       if (!ready && now >= next_poll) {
         next_poll = now + kPollWhileFetching;
-        auto got = pool_->call("GetTask", {{"task_id", id}});
+        // Only what was published since (the supernode lists every segment once ready).
+        int64_t known = 0;
+        while (segments.count(known) != 0) ++known;
+        auto got = pool_->call("GetTask", {{"task_id", id}, {"from_segment", known}});
         if (!got) {
           const Error& e = got.error();
           if (e.code == kErrPoolStopped) return;

@@ -614,6 +614,16 @@ Status SupernodeService::read_barrier(const json& params) {
 Result<json> SupernodeService::get_task(const json& params) {
   auto id = need_task_id(params);
   if (!id.ok()) return id.error();
+  // "from_segment": n leaves out the segments before n while the task is fetching: a polling
+  // peer has those already, and without it every answer would carry every metainfo again (a
+  // poll every 300 ms from every peer, growing with the content). A ready answer lists them
+  // all: the peer checks that they cover the content.
+  int64_t from_segment = 0;
+  if (auto it = params.find("from_segment"); it != params.end() && !it->is_null()) {
+    auto from = need_count(params, "from_segment", std::numeric_limits<int32_t>::max());
+    if (!from.ok()) return from.error();
+    from_segment = *from;
+  }
   if (Status st = read_barrier(params); !st.ok()) return st.error();
   auto rec = tracker_.get_task(*id);
   if (!rec.ok()) return rec.error();
@@ -621,6 +631,7 @@ Result<json> SupernodeService::get_task(const json& params) {
   const tracker::TaskRecord& t = **rec;
   json segments = json::array();
   for (const auto& seg : t.segments) {
+    if (t.state != tracker::TaskState::kReady && seg.index < from_segment) continue;
     segments.push_back({{"index", seg.index},
                         {"offset", seg.offset},
                         {"size", seg.size},

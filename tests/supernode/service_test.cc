@@ -7,6 +7,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <numeric>
 #include <random>
 #include <string>
 #include <thread>
@@ -153,6 +154,50 @@ class SupernodeServiceTest : public ::testing::Test {
     return c.rpc->call(method, params, 10s);
   }
 
+  // Starts an origin that sends blob_ at about 2 MiB/s (the 3 MiB blob takes over a second),
+  // from the offset of a "Range: bytes=N-" it is asked, counting the body bytes it sent
+  // (slow_sent_) and the Range requests (slow_ranges_); returns the blob's URL there.
+  std::string start_slow_origin() {
+    slow_ = std::make_unique<testing::ScriptedServer>(slow_origin(slow_sent_, slow_ranges_));
+    return "http://127.0.0.1:" + std::to_string(slow_->port()) + "/blob.bin";
+  }
+  // Registers `url`; the task id, or "" after a failure (reported).
+  std::string register_task(Client& c, const std::string& url) {
+    auto r = call(c, "RegisterTask", {{"url", url}});
+    EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message);
+    return r.ok() ? (*r)["task_id"].get<std::string>() : "";
+  }
+  testing::ScriptedServer::Handler slow_origin(std::atomic<int64_t>& sent,
+                                               std::atomic<int>& range_requests) {
+    return [&sent, &range_requests, body = blob_](
+               testing::tcp::socket& sock,
+               const testing::http::request<testing::http::string_body>& req,
+               testing::ScriptedServer& self) {
+      size_t from = 0;
+      std::string range(req[testing::http::field::range]);
+      if (range.rfind("bytes=", 0) == 0) {
+        from = std::stoul(range.substr(6));
+        ++range_requests;
+      }
+      std::string head = from == 0 ? "HTTP/1.1 200 OK\r\n" : "HTTP/1.1 206 Partial Content\r\n";
+      if (from > 0) {
+        head += "Content-Range: bytes " + std::to_string(from) + "-" +
+                std::to_string(body.size() - 1) + "/" + std::to_string(body.size()) + "\r\n";
+      }
+      head +=
+          "Content-Length: " + std::to_string(body.size() - from) + "\r\nConnection: close\r\n\r\n";
+      boost::system::error_code ec;
+      testing::asio::write(sock, testing::asio::buffer(head), ec);
+      // About 2 MiB/s: the 3 MiB blob takes over a second.
+      for (size_t off = from; off < body.size() && !ec && !self.stopping(); off += 64 * 1024) {
+        size_t n = std::min<size_t>(64 * 1024, body.size() - off);
+        testing::asio::write(sock, testing::asio::buffer(body.data() + off, n), ec);
+        if (!ec) sent += static_cast<int64_t>(n);
+        std::this_thread::sleep_for(30ms);
+      }
+    };
+  }
+
   // Polls GetTask until the task leaves "fetching".
   json wait_settled(Client& c, const std::string& task_id) {
     auto deadline = std::chrono::steady_clock::now() + 60s;
@@ -174,6 +219,9 @@ class SupernodeServiceTest : public ::testing::Test {
   crypto::Ed25519KeyPair ca_key_;
   std::unique_ptr<origin::HttpOrigin> origin_;
   std::unique_ptr<Supernode> node_;
+  std::atomic<int64_t> slow_sent_{0};
+  std::atomic<int> slow_ranges_{0};
+  std::unique_ptr<testing::ScriptedServer> slow_;  // start_slow_origin()
 };
 
 TEST_F(SupernodeServiceTest, EnrollIssuesALeafTheCaVerifies) {
@@ -308,41 +356,11 @@ TEST_F(SupernodeServiceTest, ConcurrentRegistrationsShareOneOriginFetch) {
 // request after the published segments, which it keeps seeding. The origin serves each byte
 // about once.
 TEST_F(SupernodeServiceTest, AnInterruptedFetchIsTakenOverAndResumedWithRange) {
-  std::atomic<int64_t> sent{0};
-  std::atomic<int> range_requests{0};
-  const std::string body = blob_;
-  testing::ScriptedServer slow([&](testing::tcp::socket& sock,
-                                   const testing::http::request<testing::http::string_body>& req,
-                                   testing::ScriptedServer& self) {
-    size_t from = 0;
-    std::string range(req[testing::http::field::range]);
-    if (range.rfind("bytes=", 0) == 0) {
-      from = std::stoul(range.substr(6));
-      ++range_requests;
-    }
-    std::string head = from == 0 ? "HTTP/1.1 200 OK\r\n" : "HTTP/1.1 206 Partial Content\r\n";
-    if (from > 0) {
-      head += "Content-Range: bytes " + std::to_string(from) + "-" +
-              std::to_string(body.size() - 1) + "/" + std::to_string(body.size()) + "\r\n";
-    }
-    head +=
-        "Content-Length: " + std::to_string(body.size() - from) + "\r\nConnection: close\r\n\r\n";
-    boost::system::error_code ec;
-    testing::asio::write(sock, testing::asio::buffer(head), ec);
-    // About 2 MiB/s: the 3 MiB blob takes over a second.
-    for (size_t off = from; off < body.size() && !ec && !self.stopping(); off += 64 * 1024) {
-      size_t n = std::min<size_t>(64 * 1024, body.size() - off);
-      testing::asio::write(sock, testing::asio::buffer(body.data() + off, n), ec);
-      if (!ec) sent += static_cast<int64_t>(n);
-      std::this_thread::sleep_for(30ms);
-    }
-  });
-  const std::string slow_url = "http://127.0.0.1:" + std::to_string(slow.port()) + "/blob.bin";
+  const std::string slow_url = start_slow_origin();
   Client c = connect();
   ASSERT_TRUE(c.rpc);
-  auto r = call(c, "RegisterTask", {{"url", slow_url}});
-  ASSERT_TRUE(r.ok()) << r.error().message;
-  const std::string id = (*r)["task_id"];
+  const std::string id = register_task(c, slow_url);
+  ASSERT_FALSE(id.empty());
   // Wait for the first published segment, then stop the seeder mid-fetch.
   json t;
   auto deadline = std::chrono::steady_clock::now() + 30s;
@@ -366,9 +384,52 @@ TEST_F(SupernodeServiceTest, AnInterruptedFetchIsTakenOverAndResumedWithRange) {
   EXPECT_EQ(t["sha256"], blob_sha_);
   EXPECT_EQ(t["size"], blob_.size());
   EXPECT_EQ(t["segments"].size(), 4u);
-  EXPECT_EQ(range_requests.load(), 1);
+  EXPECT_EQ(slow_ranges_.load(), 1);
   // Each byte about once: only what was in flight when it stopped is fetched twice.
-  EXPECT_LE(sent.load(), static_cast<int64_t>(blob_.size()) + 2 * kSegment) << sent.load();
+  EXPECT_LE(slow_sent_.load(), static_cast<int64_t>(blob_.size()) + 2 * kSegment)
+      << slow_sent_.load();
+}
+
+// A polling peer asks only for what was published since its last answer ("from_segment"):
+// while fetching, the answer leaves out the segments before it; once ready it lists every
+// segment (the peer checks that they cover the content). A bad "from_segment" is refused.
+TEST_F(SupernodeServiceTest, GetTaskFromSegmentLeavesOutWhatThePeerHasWhileFetching) {
+  const std::string slow_url = start_slow_origin();
+  Client c = connect();
+  ASSERT_TRUE(c.rpc);
+  const std::string id = register_task(c, slow_url);
+  ASSERT_FALSE(id.empty());
+  for (const json& bad : {json(-1), json("1"), json(1.5), json::array(), json(int64_t{1} << 40)}) {
+    auto refused = call(c, "GetTask", {{"task_id", id}, {"from_segment", bad}});
+    ASSERT_FALSE(refused.ok()) << bad.dump();
+    EXPECT_EQ(refused.error().code, "rpc.bad_message") << bad.dump();
+  }
+  std::vector<int64_t> seen;  // indices from the fetching answers, in the order given
+  int asked_past_zero = 0;    // fetching answers asked from a segment > 0
+  json t;
+  auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    const auto from = static_cast<int64_t>(seen.size());
+    auto g = call(c, "GetTask", {{"task_id", id}, {"from_segment", from}});
+    ASSERT_TRUE(g.ok()) << g.error().message;
+    t = *g;
+    if (t["state"] != "fetching") break;
+    if (from > 0) ++asked_past_zero;
+    for (const auto& seg : t["segments"]) seen.push_back(seg["index"].get<int64_t>());
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_EQ(t["state"], "ready") << t.dump();
+  // Each segment once, in order: no answer repeated one the previous answers gave.
+  std::vector<int64_t> expected(seen.size());
+  std::iota(expected.begin(), expected.end(), 0);
+  EXPECT_EQ(seen, expected);
+  EXPECT_GE(seen.size(), 2u) << "the fetch was over before two segments were seen";
+  EXPECT_GT(asked_past_zero, 0);
+  ASSERT_EQ(t["segments"].size(), 4u) << "a ready answer lists every segment";
+  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(t["segments"][i]["index"], i);
+  auto plain = call(c, "GetTask", {{"task_id", id}});
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ((*plain)["segments"], t["segments"]);
 }
 
 TEST_F(SupernodeServiceTest, OriginErrorsAreShownAndARetryRestartsTheFetch) {
