@@ -2,7 +2,6 @@
 // traversal attempts reach the server unnormalised) and a tiny scripted HTTP server.
 #pragma once
 
-#include <stdlib.h>
 #include <unistd.h>
 
 #include <atomic>

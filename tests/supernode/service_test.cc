@@ -435,9 +435,8 @@ TEST_F(SupernodeServiceTest, GetTaskFromSegmentLeavesOutWhatThePeerHasWhileFetch
 TEST_F(SupernodeServiceTest, OriginErrorsAreShownAndARetryRestartsTheFetch) {
   Client c = connect();
   ASSERT_TRUE(c.rpc);
-  auto r = call(c, "RegisterTask", {{"url", url("late.bin")}});
-  ASSERT_TRUE(r.ok()) << r.error().message;
-  std::string id = (*r)["task_id"];
+  const std::string id = register_task(c, url("late.bin"));
+  ASSERT_FALSE(id.empty());
   json t = wait_settled(c, id);
   ASSERT_EQ(t["state"], "failed") << t.dump();
   EXPECT_EQ(t["error"]["code"], "origin.http_status");
@@ -445,7 +444,7 @@ TEST_F(SupernodeServiceTest, OriginErrorsAreShownAndARetryRestartsTheFetch) {
 
   // The file appears; registering again restarts the fetch.
   write_www("late.bin", "hello, swarm\n");
-  r = call(c, "RegisterTask", {{"url", url("late.bin")}});
+  auto r = call(c, "RegisterTask", {{"url", url("late.bin")}});
   ASSERT_TRUE(r.ok());
   EXPECT_EQ((*r)["task_id"], id);
   t = wait_settled(c, id);
@@ -604,9 +603,7 @@ TEST_F(SupernodeServiceTest, EnrolledNodeReconnectsWithItsCertificate) {
   ASSERT_TRUE(enrolled.ok()) << enrolled.error().message;
   Client c = connect_with(key, (*enrolled)["cert_pem"].get<std::string>());
   ASSERT_TRUE(c.rpc);
-  auto r = call(c, "RegisterTask", {{"url", url("blob.bin")}});
-  ASSERT_TRUE(r.ok()) << r.error().message;
-  json t = wait_settled(c, (*r)["task_id"]);
+  json t = wait_settled(c, register_task(c, url("blob.bin")));
   EXPECT_EQ(t["state"], "ready") << t.dump();
   // A renewal on the certified session works too (Enroll ignores the payload).
   auto again =
