@@ -6,6 +6,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
+#include <future>
 #include <iostream>
 #include <map>
 #include <mutex>
@@ -169,6 +170,13 @@ class Daemon final : public PeerDaemon {
       workers.swap(workers_);
     }
     for (auto& w : workers) w.join();
+    // GetTask calls that outlived their workers; the stopped pool ends them at once.
+    std::vector<std::future<Result<json>>> polls;
+    {
+      std::lock_guard lock(mu_);
+      polls.swap(abandoned_polls_);
+    }
+    polls.clear();
     engine_.reset();
   }
 
@@ -449,6 +457,16 @@ class Daemon final : public PeerDaemon {
     return reply(200, {{"task_id", id}, {"removed", true}});
   }
 
+  // Keeps a worker's GetTask call that is still running when the worker ends (the destructor
+  // waits for them, after stopping the pool); drops those that have finished.
+  void abandon_poll(std::future<Result<json>> poll) {
+    std::lock_guard lock(mu_);
+    std::erase_if(abandoned_polls_, [](const std::future<Result<json>>& f) {
+      return f.wait_for(0s) == std::future_status::ready;
+    });
+    abandoned_polls_.push_back(std::move(poll));
+  }
+
   std::string task_dir(const TaskId& id) const { return config_.data_dir + "/tasks/" + id.get(); }
 
   // Sleeps for `d` unless the daemon stops first; returns false when stopping.
@@ -502,6 +520,19 @@ class Daemon final : public PeerDaemon {
     bool done = false;
     bool outage_logged = false;
     PartsHasher hashed;  // segments 0, 1, ... hashed.count() - 1, in order
+    // The GetTask poll runs on a thread of its own and its answer is handled at a later turn
+    // of the loop: without a leader (an election) or a majority, a consistent read waits up to
+    // the pool's deadline (30 s), and meanwhile the loop must go on reporting progress,
+    // announcing finished segments, hashing and noticing a DELETE. One poll at a time; one
+    // still running when the worker ends goes to the daemon, which waits for it when it stops.
+    std::future<Result<json>> poll;
+    struct HandOver {
+      Daemon& daemon;
+      std::future<Result<json>>& poll;
+      ~HandOver() {
+        if (poll.valid()) daemon.abandon_poll(std::move(poll));
+      }
+    } hand_over{*this, poll};
     auto give_up = [&](Error e) {
       drop_segments(segments);
       fail(task, std::move(e));
@@ -514,12 +545,17 @@ class Daemon final : public PeerDaemon {
       }
       const auto now = std::chrono::steady_clock::now();
       // 1. Learn newly published segments (pipelining) until the task is ready.
-      if (!ready && now >= next_poll) {
+      if (!ready && !poll.valid() && now >= next_poll) {
         next_poll = now + kPollWhileFetching;
         // Only what was published since (the supernode lists every segment once ready).
         int64_t known = 0;
         while (segments.count(known) != 0) ++known;
-        auto got = pool_->call("GetTask", {{"task_id", id}, {"from_segment", known}});
+        poll = std::async(std::launch::async, [pool = pool_.get(), id, known] {
+          return pool->call("GetTask", {{"task_id", id}, {"from_segment", known}});
+        });
+      }
+      if (poll.valid() && poll.wait_for(0s) == std::future_status::ready) {
+        auto got = poll.get();
         if (!got) {
           const Error& e = got.error();
           if (e.code == kErrPoolStopped) return;
@@ -613,7 +649,12 @@ class Daemon final : public PeerDaemon {
         if (!finish(task, segments, hashed, *ready)) return drop_segments(segments);
         next_announce = std::chrono::steady_clock::now();
       }
-      (void)wait_task(*task, kWorkerTick);  // stopping or removed: the loop head decides
+      // One tick; a poll's answer ends it early (the loop head handles it at once).
+      if (poll.valid()) {
+        (void)poll.wait_for(kWorkerTick);
+      } else {
+        (void)wait_task(*task, kWorkerTick);  // stopping or removed: the loop head decides
+      }
     }
 
     // DELETE: the torrents and the files go; the task leaves the table.
@@ -765,6 +806,7 @@ class Daemon final : public PeerDaemon {
   bool stopping_ = false;
   std::map<std::string, std::shared_ptr<Task>> tasks_;
   std::vector<std::thread> workers_;
+  std::vector<std::future<Result<json>>> abandoned_polls_;  // see abandon_poll()
 };
 
 }  // namespace

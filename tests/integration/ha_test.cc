@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "tests/integration/cluster.h"
+#include "tests/integration/slow_origin.h"
 
 namespace starling::testing {
 namespace {
@@ -191,6 +192,68 @@ TEST_F(HaTest, LeaderKillDuringADownloadIsInvisibleToFourPeers) {
   EXPECT_EQ(c.origin_stat("bytes_sent"), static_cast<int64_t>(kSize));
   const int next = wait_leader(c, leader);
   EXPECT_NE(next, leader);
+}
+
+// The cluster loses its majority while a peer downloads: the seeder alone can publish nothing
+// and answer no consistent GetTask (each call waits out the peer's 30 s pool deadline), yet the
+// peer daemon's task stays live: it keeps its state, and a DELETE takes effect at once instead
+// of after the call (the worker does not wait on GetTask).
+TEST_F(HaTest, APeerWithoutAMajorityKeepsItsTaskLiveAndRemovesItAtOnce) {
+  constexpr size_t kSize = 16u << 20;
+  Cluster c(0, 3, {"--segment-size", "1MiB"});
+  const int leader = wait_leader(c);
+  ASSERT_GE(leader, 0);
+  const int seeder = (leader + 1) % 3;
+  c.start_peers(1, seeder);
+  std::string body(kSize, '\0');
+  {
+    write_random_file(c.dir() / "blob", kSize, 5);
+    std::ifstream in(c.dir() / "blob", std::ios::binary);
+    in.read(body.data(), static_cast<std::streamsize>(kSize));
+  }
+  SlowOrigin origin("127.0.0.9", body, 1 << 20);  // ~16 s of fetch: 1 MiB segments, 1 a second
+  const std::string url = "http://127.0.0.9:" + std::to_string(origin.port()) + "/blob";
+  Process& get = c.start_get(0, {url, "-o", c.out("blob")}, "get.log");
+
+  // Two segments down at the peer, then the other two members die.
+  std::string id;
+  ASSERT_TRUE(eventually(
+      [&] {
+        const json list = peer_api(c.socket(0), "GET", "/v1/tasks");
+        if (!list.is_object() || list.value("tasks", json::array()).empty()) return false;
+        const json t = list["tasks"][0];
+        id = t.value("task_id", "");
+        int complete = 0;
+        for (const auto& seg : t.value("segments", json::array())) {
+          complete += seg.value("complete", false) ? 1 : 0;
+        }
+        return complete >= 2;
+      },
+      60s))
+      << get.output();
+  for (int i = 0; i < 3; ++i) {
+    if (i != seeder) c.kill_supernode(i);
+  }
+  const auto lost = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(3s);  // the worker's poll is now a GetTask that cannot be answered
+  const json during = peer_api(c.socket(0), "GET", "/v1/tasks/" + id);
+  EXPECT_EQ(during.value("state", ""), "downloading") << during.dump();
+
+  const json removed = peer_api(c.socket(0), "DELETE", "/v1/tasks/" + id);
+  EXPECT_EQ(removed.value("removed", false), true) << removed.dump();
+  json after;
+  EXPECT_TRUE(eventually(
+      [&] {
+        after = peer_api(c.socket(0), "GET", "/v1/tasks/" + id);
+        return after.value("http_status", 0) == 404;
+      },
+      5s))
+      << "still listed "
+      << std::chrono::duration<double>(std::chrono::steady_clock::now() - lost).count()
+      << " s after the majority was lost: " << after.dump();
+  EXPECT_FALSE(std::filesystem::exists(c.dir() / ("peer0/tasks/" + id)));
+  EXPECT_NE(get.wait(60s), 0);  // its task is gone: the get fails, writing nothing
+  EXPECT_FALSE(std::filesystem::exists(c.out("blob")));
 }
 
 }  // namespace
