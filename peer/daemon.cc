@@ -6,6 +6,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
+#include <functional>
 #include <future>
 #include <iostream>
 #include <map>
@@ -113,6 +114,7 @@ struct Task {
   TorrentProgress progress;        // summed over the segments (num_peers: the most of any segment)
   std::vector<SegmentState> segments;
   bool removed = false;  // DELETE asked the worker to drop the task
+  int answers = 0;       // supernode calls made beside the worker that have ended (wakes it)
 };
 
 json task_json(const Task& t) {
@@ -170,13 +172,13 @@ class Daemon final : public PeerDaemon {
       workers.swap(workers_);
     }
     for (auto& w : workers) w.join();
-    // GetTask calls that outlived their workers; the stopped pool ends them at once.
-    std::vector<std::future<Result<json>>> polls;
+    // Supernode calls that outlived their workers; the stopped pool ends them at once.
+    std::vector<std::future<Result<json>>> calls;
     {
       std::lock_guard lock(mu_);
-      polls.swap(abandoned_polls_);
+      calls.swap(abandoned_calls_);
     }
-    polls.clear();
+    calls.clear();
     engine_.reset();
   }
 
@@ -457,14 +459,14 @@ class Daemon final : public PeerDaemon {
     return reply(200, {{"task_id", id}, {"removed", true}});
   }
 
-  // Keeps a worker's GetTask call that is still running when the worker ends (the destructor
-  // waits for them, after stopping the pool); drops those that have finished.
-  void abandon_poll(std::future<Result<json>> poll) {
+  // Keeps a worker's supernode call that is still running when the worker ends (the
+  // destructor waits for them, after stopping the pool); drops those that have finished.
+  void abandon_call(std::future<Result<json>> call) {
     std::lock_guard lock(mu_);
-    std::erase_if(abandoned_polls_, [](const std::future<Result<json>>& f) {
+    std::erase_if(abandoned_calls_, [](const std::future<Result<json>>& f) {
       return f.wait_for(0s) == std::future_status::ready;
     });
-    abandoned_polls_.push_back(std::move(poll));
+    abandoned_calls_.push_back(std::move(call));
   }
 
   std::string task_dir(const TaskId& id) const { return config_.data_dir + "/tasks/" + id.get(); }
@@ -475,10 +477,25 @@ class Daemon final : public PeerDaemon {
     return !cv_.wait_for(lock, d, [this] { return stopping_; });
   }
 
-  // Sleeps for `d` unless the daemon stops or the task is removed; false then.
-  bool wait_task(const Task& task, std::chrono::milliseconds d) {
+  // Sleeps for `d` unless the daemon stops, the task is removed, or a call made beside the
+  // worker ends (Task::answers is no longer `seen`).
+  void wait_tick(const Task& task, std::chrono::milliseconds d, int seen) {
     std::unique_lock lock(mu_);
-    return !cv_.wait_for(lock, d, [&] { return stopping_ || task.removed; });
+    (void)cv_.wait_for(lock, d, [&] { return stopping_ || task.removed || task.answers != seen; });
+  }
+
+  // Makes `call` on a thread of its own; its end wakes the task's worker (wait_tick).
+  std::future<Result<json>> beside(const std::shared_ptr<Task>& task,
+                                   std::function<Result<json>()> call) {
+    return std::async(std::launch::async, [this, task, call = std::move(call)] {
+      Result<json> r = call();
+      {
+        std::lock_guard lock(mu_);
+        ++task->answers;
+      }
+      cv_.notify_all();
+      return r;
+    });
   }
 
   void fail(const std::shared_ptr<Task>& task, Error e) {
@@ -520,19 +537,26 @@ class Daemon final : public PeerDaemon {
     bool done = false;
     bool outage_logged = false;
     PartsHasher hashed;  // segments 0, 1, ... hashed.count() - 1, in order
-    // The GetTask poll runs on a thread of its own and its answer is handled at a later turn
-    // of the loop: without a leader (an election) or a majority, a consistent read waits up to
-    // the pool's deadline (30 s), and meanwhile the loop must go on reporting progress,
-    // announcing finished segments, hashing and noticing a DELETE. One poll at a time; one
-    // still running when the worker ends goes to the daemon, which waits for it when it stops.
+    // The supernode calls (the GetTask poll, the Announce to every member) run beside the loop
+    // (beside()), one of each at a time, and their answers are handled at the loop's next turn,
+    // which their end starts at once: without a leader (an election) or a majority, a
+    // consistent read waits up to the pool's deadline (30 s), and a member that hangs instead
+    // of refusing holds an Announce for its call timeout (10 s); meanwhile the loop must go on
+    // reporting progress, adding segments, hashing and noticing a DELETE. A call still running
+    // when the worker ends goes to the daemon, which waits for it when it stops.
     std::future<Result<json>> poll;
+    std::future<Result<json>> announcing;
     struct HandOver {
       Daemon& daemon;
-      std::future<Result<json>>& poll;
+      std::future<Result<json>>& call;
       ~HandOver() {
-        if (poll.valid()) daemon.abandon_poll(std::move(poll));
+        if (call.valid()) daemon.abandon_call(std::move(call));
       }
-    } hand_over{*this, poll};
+    } hand_over_poll{*this, poll}, hand_over_announce{*this, announcing};
+    const auto answered = [](const std::future<Result<json>>& f) {
+      return f.valid() && f.wait_for(0s) == std::future_status::ready;
+    };
+    int seen = 0;  // Task::answers at the start of the loop's turn
     auto give_up = [&](Error e) {
       drop_segments(segments);
       fail(task, std::move(e));
@@ -542,6 +566,7 @@ class Daemon final : public PeerDaemon {
         std::lock_guard lock(mu_);
         if (stopping_) return;
         if (task->removed) break;
+        seen = task->answers;
       }
       const auto now = std::chrono::steady_clock::now();
       // 1. Learn newly published segments (pipelining) until the task is ready.
@@ -550,11 +575,11 @@ class Daemon final : public PeerDaemon {
         // Only what was published since (the supernode lists every segment once ready).
         int64_t known = 0;
         while (segments.count(known) != 0) ++known;
-        poll = std::async(std::launch::async, [pool = pool_.get(), id, known] {
+        poll = beside(task, [pool = pool_.get(), id, known] {
           return pool->call("GetTask", {{"task_id", id}, {"from_segment", known}});
         });
       }
-      if (poll.valid() && poll.wait_for(0s) == std::future_status::ready) {
+      if (answered(poll)) {
         auto got = poll.get();
         if (!got) {
           const Error& e = got.error();
@@ -628,8 +653,13 @@ class Daemon final : public PeerDaemon {
       }
 
       // 3. Announce (every peer learns which segments we have) and connect.
-      if (!segments.empty() && (announce_now || now >= next_announce)) {
-        announce(*task, segments, sum, ready ? *ready->size : 0, connected);
+      if (answered(announcing)) connect_peers(announcing.get(), segments, connected);
+      if (!announcing.valid() && !segments.empty() && (announce_now || now >= next_announce)) {
+        announcing = beside(
+            task, [pool = pool_.get(),
+                   params = announce_params(*task, segments, sum, ready ? *ready->size : 0)] {
+              return pool->call_all("Announce", params);
+            });
         announce_now = false;
         next_announce = now + (done ? kAnnounceWhileSeeding : kAnnounceWhileDownloading);
       }
@@ -649,12 +679,7 @@ class Daemon final : public PeerDaemon {
         if (!finish(task, segments, hashed, *ready)) return drop_segments(segments);
         next_announce = std::chrono::steady_clock::now();
       }
-      // One tick; a poll's answer ends it early (the loop head handles it at once).
-      if (poll.valid()) {
-        (void)poll.wait_for(kWorkerTick);
-      } else {
-        (void)wait_task(*task, kWorkerTick);  // stopping or removed: the loop head decides
-      }
+      wait_tick(*task, kWorkerTick, seen);  // the loop head decides what ended it
     }
 
     // DELETE: the torrents and the files go; the task leaves the table.
@@ -701,20 +726,25 @@ class Daemon final : public PeerDaemon {
     for (const auto& [index, seg] : segments) (void)engine_->remove(seg.torrent);
   }
 
-  void announce(const Task& task, const Segments& segments, const TorrentProgress& p,
-                int64_t total_bytes, Connected& connected) {
+  // What this node tells every supernode about the task (Announce): every supernode keeps its
+  // own swarm registry, so the worker announces to all and connects to the union.
+  // total_bytes stays 0 until the size is known, so nobody takes us for a whole seed early.
+  json announce_params(const Task& task, const Segments& segments, const TorrentProgress& p,
+                       int64_t total_bytes) const {
     json have = json::array();
     for (const auto& [index, seg] : segments) have.push_back(index);
-    // Every supernode keeps its own swarm registry: announce to all, connect to the union.
-    // total_bytes stays 0 until the size is known, so nobody takes us for a whole seed early.
-    auto peers = pool_->call_all("Announce", {{"task_id", task.id.get()},
-                                              {"node_id", node_id_.get()},
-                                              {"ip", config_.listen_ip},
-                                              {"port", engine_->ssl_port()},
-                                              {"done_bytes", p.done_bytes},
-                                              {"total_bytes", total_bytes},
-                                              {"uploaded_bytes", p.uploaded_bytes},
-                                              {"segments", std::move(have)}});
+    return {{"task_id", task.id.get()},
+            {"node_id", node_id_.get()},
+            {"ip", config_.listen_ip},
+            {"port", engine_->ssl_port()},
+            {"done_bytes", p.done_bytes},
+            {"total_bytes", total_bytes},
+            {"uploaded_bytes", p.uploaded_bytes},
+            {"segments", std::move(have)}};
+  }
+
+  // Connects the peers of an Announce answer to the segment torrents they and we share.
+  void connect_peers(const Result<json>& peers, const Segments& segments, Connected& connected) {
     if (!peers) {
       if (peers.error().code != kErrPoolStopped) {
         log() << "peer: announce failed: " << peers.error().message << "\n";
@@ -806,7 +836,7 @@ class Daemon final : public PeerDaemon {
   bool stopping_ = false;
   std::map<std::string, std::shared_ptr<Task>> tasks_;
   std::vector<std::thread> workers_;
-  std::vector<std::future<Result<json>>> abandoned_polls_;  // see abandon_poll()
+  std::vector<std::future<Result<json>>> abandoned_calls_;  // see abandon_call()
 };
 
 }  // namespace

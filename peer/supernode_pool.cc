@@ -272,7 +272,8 @@ Result<json> SupernodePool::call_all(const std::string& method, const json& para
   }
   const std::vector<size_t> order = round_order(true);
   auto one = [&](size_t i) {
-    return attempt(i, method, params, options_.connect_timeout, options_.call_timeout);
+    return attempt(i, method, params, std::min(options_.connect_timeout, options_.call_all_timeout),
+                   std::min(options_.call_timeout, options_.call_all_timeout));
   };
   // The first member on this thread, the others each on their own, all at once.
   std::vector<std::future<Attempt>> others;

@@ -72,6 +72,11 @@ struct SupernodePoolOptions {
   // An attempt started close to the deadline still gets this much time (capped by the two
   // timeouts above), so call() returns at most about this long after its deadline.
   std::chrono::milliseconds min_attempt_timeout{2000};
+  // call_all(): the most one member's attempt (connect, handshake and call) may take. An
+  // Announce is answered from the member's soft state at once, so a member that takes longer
+  // is hung (a stopped process, a black-holed link) or overloaded, and the merged answer does
+  // without it rather than hold the caller for call_timeout.
+  std::chrono::milliseconds call_all_timeout{2000};
   std::chrono::milliseconds first_backoff{100};  // between rounds of call(), doubling
   std::chrono::milliseconds max_backoff{1000};
   // A member whose connection failed is not dialled again for this long (doubling per
@@ -96,10 +101,11 @@ class SupernodePool {
   Result<nlohmann::json> call(const std::string& method, const nlohmann::json& params,
                               std::chrono::milliseconds deadline);
 
-  // The request to every member in parallel, one attempt each; the successful answers merged
-  // by merge_peer_answers(). Fails only if every member failed: with the first member's
-  // answer if some member answered with an error of its own, else with kErrNoSupernode.
-  // Members cooling down after a connection failure are skipped unless all are.
+  // The request to every member in parallel, one attempt each (at most call_all_timeout);
+  // the successful answers merged by merge_peer_answers(). Fails only if every member failed:
+  // with the first member's answer if some member answered with an error of its own, else
+  // with kErrNoSupernode. Members cooling down after a connection failure are skipped unless
+  // all are.
   Result<nlohmann::json> call_all(const std::string& method, const nlohmann::json& params);
 
   // Changes the handshake payload (the certificate after enrolment). Every session made with

@@ -38,6 +38,63 @@ class HaTest : public ::testing::Test {
     return leader;
   }
 
+  // `size` pseudo-random bytes from `seed`, to be served by a SlowOrigin.
+  static std::string random_body(Cluster& c, size_t size, uint64_t seed) {
+    std::string body(size, '\0');
+    write_random_file(c.dir() / "blob", size, seed);
+    std::ifstream in(c.dir() / "blob", std::ios::binary);
+    in.read(body.data(), static_cast<std::streamsize>(size));
+    return body;
+  }
+
+  // How many segments of peer `i`'s first task are complete (its id into `id`); -1 without one.
+  static int complete_segments(Cluster& c, int i, std::string& id) {
+    const json list = peer_api(c.socket(i), "GET", "/v1/tasks");
+    if (!list.is_object() || list.value("tasks", json::array()).empty()) return -1;
+    const json t = list["tasks"][0];
+    id = t.value("task_id", "");
+    int complete = 0;
+    for (const auto& seg : t.value("segments", json::array())) {
+      complete += seg.value("complete", false) ? 1 : 0;
+    }
+    return complete;
+  }
+
+  // DELETEs peer `i`'s task `id`; true once the daemon no longer lists it (within `limit`).
+  static bool removed_within(Cluster& c, int i, const std::string& id,
+                             std::chrono::milliseconds limit) {
+    const json removed = peer_api(c.socket(i), "DELETE", "/v1/tasks/" + id);
+    EXPECT_EQ(removed.value("removed", false), true) << removed.dump();
+    const auto asked = std::chrono::steady_clock::now();
+    json after;
+    const bool gone = eventually(
+        [&] {
+          after = peer_api(c.socket(i), "GET", "/v1/tasks/" + id);
+          return after.value("http_status", 0) == 404;
+        },
+        limit);
+    if (!gone) {
+      ADD_FAILURE()
+          << "still listed "
+          << std::chrono::duration<double>(std::chrono::steady_clock::now() - asked).count()
+          << " s after the DELETE: " << after.dump();
+    }
+    return gone &&
+           !std::filesystem::exists(c.dir() / ("peer" + std::to_string(i) + "/tasks/" + id));
+  }
+
+  // Peer 0 of `c` gets `mib` MiB from an origin that sends 1 MiB a second (with 1 MiB segments,
+  // a segment a second); returns once the peer has two segments complete, the task's id in
+  // `id`.
+  Process& start_slow_get(Cluster& c, size_t mib, uint64_t seed, std::string& id) {
+    origin_ = std::make_unique<SlowOrigin>("127.0.0.9", random_body(c, mib << 20, seed), 1 << 20);
+    const std::string url = "http://127.0.0.9:" + std::to_string(origin_->port()) + "/blob";
+    Process& get = c.start_get(0, {url, "-o", c.out("blob")}, "get.log");
+    EXPECT_TRUE(eventually([&] { return complete_segments(c, 0, id) >= 2; }, 60s)) << get.output();
+    return get;
+  }
+  std::unique_ptr<SlowOrigin> origin_;
+
   // Waits until every member answers and all applied the same index.
   static void wait_converged(Cluster& c) {
     json last;
@@ -199,61 +256,55 @@ TEST_F(HaTest, LeaderKillDuringADownloadIsInvisibleToFourPeers) {
 // peer daemon's task stays live: it keeps its state, and a DELETE takes effect at once instead
 // of after the call (the worker does not wait on GetTask).
 TEST_F(HaTest, APeerWithoutAMajorityKeepsItsTaskLiveAndRemovesItAtOnce) {
-  constexpr size_t kSize = 16u << 20;
   Cluster c(0, 3, {"--segment-size", "1MiB"});
   const int leader = wait_leader(c);
   ASSERT_GE(leader, 0);
   const int seeder = (leader + 1) % 3;
   c.start_peers(1, seeder);
-  std::string body(kSize, '\0');
-  {
-    write_random_file(c.dir() / "blob", kSize, 5);
-    std::ifstream in(c.dir() / "blob", std::ios::binary);
-    in.read(body.data(), static_cast<std::streamsize>(kSize));
-  }
-  SlowOrigin origin("127.0.0.9", body, 1 << 20);  // ~16 s of fetch: 1 MiB segments, 1 a second
-  const std::string url = "http://127.0.0.9:" + std::to_string(origin.port()) + "/blob";
-  Process& get = c.start_get(0, {url, "-o", c.out("blob")}, "get.log");
-
   // Two segments down at the peer, then the other two members die.
   std::string id;
-  ASSERT_TRUE(eventually(
-      [&] {
-        const json list = peer_api(c.socket(0), "GET", "/v1/tasks");
-        if (!list.is_object() || list.value("tasks", json::array()).empty()) return false;
-        const json t = list["tasks"][0];
-        id = t.value("task_id", "");
-        int complete = 0;
-        for (const auto& seg : t.value("segments", json::array())) {
-          complete += seg.value("complete", false) ? 1 : 0;
-        }
-        return complete >= 2;
-      },
-      60s))
-      << get.output();
+  Process& get = start_slow_get(c, 16, 5, id);
+  ASSERT_FALSE(HasFailure());
   for (int i = 0; i < 3; ++i) {
     if (i != seeder) c.kill_supernode(i);
   }
-  const auto lost = std::chrono::steady_clock::now();
   std::this_thread::sleep_for(3s);  // the worker's poll is now a GetTask that cannot be answered
   const json during = peer_api(c.socket(0), "GET", "/v1/tasks/" + id);
   EXPECT_EQ(during.value("state", ""), "downloading") << during.dump();
 
-  const json removed = peer_api(c.socket(0), "DELETE", "/v1/tasks/" + id);
-  EXPECT_EQ(removed.value("removed", false), true) << removed.dump();
-  json after;
-  EXPECT_TRUE(eventually(
-      [&] {
-        after = peer_api(c.socket(0), "GET", "/v1/tasks/" + id);
-        return after.value("http_status", 0) == 404;
-      },
-      5s))
-      << "still listed "
-      << std::chrono::duration<double>(std::chrono::steady_clock::now() - lost).count()
-      << " s after the majority was lost: " << after.dump();
-  EXPECT_FALSE(std::filesystem::exists(c.dir() / ("peer0/tasks/" + id)));
+  EXPECT_TRUE(removed_within(c, 0, id, 5s));
   EXPECT_NE(get.wait(60s), 0);  // its task is gone: the get fails, writing nothing
   EXPECT_FALSE(std::filesystem::exists(c.out("blob")));
+}
+
+// A member that hangs instead of dying (SIGSTOP: its connections stay open, nothing answers).
+// Before, every Announce waited the pool's call timeout (10 s) for it, on the peer daemon's
+// worker. Now an Announce waits at most call_all_timeout (2 s) per member and runs beside the
+// worker: the peer learns and finishes new segments through the other members, and a DELETE
+// takes effect at once.
+TEST_F(HaTest, AHungMemberDoesNotHoldUpAPeerDaemon) {
+  Cluster c(0, 3, {"--segment-size", "1MiB"});
+  const int leader = wait_leader(c);
+  ASSERT_GE(leader, 0);
+  const int seeder = (leader + 1) % 3;
+  const int hung = (leader + 2) % 3;
+  c.start_peers(1, seeder);
+  std::string id;
+  Process& get = start_slow_get(c, 24, 6, id);
+  ASSERT_FALSE(HasFailure());
+  c.supernode(hung).signal(SIGSTOP);
+  const int before = complete_segments(c, 0, id);
+  int now = before;
+  EXPECT_TRUE(eventually(
+      [&] {
+        now = complete_segments(c, 0, id);
+        return now >= before + 3;
+      },
+      8s))
+      << before << " segments complete when the member hung, " << now << " after 8 s";
+  EXPECT_TRUE(removed_within(c, 0, id, 2s));
+  c.supernode(hung).signal(SIGCONT);
+  EXPECT_NE(get.wait(60s), 0);
 }
 
 }  // namespace

@@ -341,6 +341,39 @@ TEST(SupernodePool, CallAllMergesPeerListsAndToleratesADeadMember) {
   EXPECT_EQ(c.calls("Announce"), 1);
 }
 
+// A member that hangs, whether with its session open (the call is never answered) or on a
+// new connection (the handshake never completes), holds call_all() for call_all_timeout, not
+// for the call and connect timeouts: the others' answers come back without it.
+TEST(SupernodePool, CallAllWaitsForAHungMemberOnlyItsOwnBound) {
+  StubMember a("a", peers({"p1"}));
+  std::atomic<bool> hang{false};
+  StubMember b("b", [&](const std::string& method, const json& params, int n) -> Result<json> {
+    if (hang) std::this_thread::sleep_for(3s);
+    return peers({"p2"})(method, params, n);
+  });
+  HungMember c;
+  auto options = fast_options();
+  options.connect_timeout = 5s;
+  options.call_timeout = 5s;
+  options.call_all_timeout = 400ms;
+  auto pool = pool_of({a.endpoint(), b.endpoint(), c.endpoint()}, options);
+  auto start = std::chrono::steady_clock::now();
+  auto r = pool.call_all("Announce", {{"task_id", "t"}});  // c's handshake never completes
+  auto took = std::chrono::steady_clock::now() - start;
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(node_ids(*r), (std::vector<std::string>{"p1", "p2"}));
+  EXPECT_LT(took, 2s) << std::chrono::duration<double>(took).count() << " s";
+
+  hang = true;  // b's session stays open and its next answer takes 3 s
+  start = std::chrono::steady_clock::now();
+  r = pool.call_all("Announce", {{"task_id", "t"}});
+  took = std::chrono::steady_clock::now() - start;
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(node_ids(*r), (std::vector<std::string>{"p1"}));
+  EXPECT_LT(took, 2s) << std::chrono::duration<double>(took).count() << " s";
+  EXPECT_EQ(a.calls("Announce"), 2);
+}
+
 // A supernode restarted after a crash gets announces again once its cooldown has passed.
 TEST(SupernodePool, AMemberThatComesBackIsAnnouncedToAgain) {
   DeadMember a;
