@@ -220,7 +220,7 @@ class EngineNode final : public BenchNode {
   uint16_t port() const override { return engine_->ssl_port(); }
   void add(const std::string& metainfo, const std::string& path, bool seed) override {
     Status st = seed ? engine_->add_seed(task_, metainfo, path)
-                     : engine_->add_download(task_, metainfo, path);
+                     : engine_->add_download(task_, metainfo, path, {});
     if (!st) die("engine add: " + st.error().message);
   }
   void connect(uint16_t port) override {

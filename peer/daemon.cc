@@ -602,7 +602,7 @@ class Daemon final : public PeerDaemon {
           if (info->error) return give_up(*info->error);
           for (const auto& s : info->segments) {
             if (segments.count(s.index) != 0) continue;
-            auto added = add_segment(*task, dir, s);
+            auto added = add_segment(*task, dir, s, info->seed);
             if (!added) return give_up(added.error());
             segments.emplace(s.index, std::move(*added));
             announce_now = true;  // learn who has it, at once
@@ -692,10 +692,12 @@ class Daemon final : public PeerDaemon {
     log() << "peer: task " << id.substr(0, 16) << " removed\n";
   }
 
-  // Adds segment `s` to the engine as a download into tasks/<task>/seg-<i>. A torrent already
-  // in the engine under that key (this task registered again after a failure) is kept.
+  // Adds segment `s` to the engine as a download into tasks/<task>/seg-<i>, the seed (when the
+  // answer named it) dialed at once. A torrent already in the engine under that key (this task
+  // registered again after a failure) is kept.
   Result<SegmentDownload> add_segment(const Task& task, const std::string& dir,
-                                      const PublishedSegment& s) {
+                                      const PublishedSegment& s,
+                                      const std::optional<Endpoint>& seed) {
     auto size = check_metainfo(s.metainfo);
     if (!size) return size.error();
     if (*size != s.size) {
@@ -715,7 +717,9 @@ class Daemon final : public PeerDaemon {
     // libtorrent removes torrents asynchronously: right after a failed run's removal the same
     // torrent may still be there for a moment ("duplicate torrent").
     for (int attempt = 0;; ++attempt) {
-      Status added = engine_->add_download(seg.torrent, s.metainfo, seg.path);
+      Status added =
+          engine_->add_download(seg.torrent, s.metainfo, seg.path,
+                                seed ? std::vector<Endpoint>{*seed} : std::vector<Endpoint>{});
       if (added) return seg;
       if (engine_->progress(seg.torrent)) return seg;  // already ours
       if (attempt == 20 || !wait(100ms)) return added.error();

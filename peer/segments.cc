@@ -1,5 +1,6 @@
 #include "peer/segments.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -48,6 +49,20 @@ bool lower_hex64(const std::string& s) {
     if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
   }
   return true;
+}
+
+// {"ip": IPv4 or IPv6 address, "port": 1..65535}, or nullopt.
+std::optional<Endpoint> endpoint_field(const json& j) {
+  if (!j.is_object()) return std::nullopt;
+  const std::string ip = string_field(j, "ip");
+  auto port = count_field(j, "port");
+  unsigned char addr[sizeof(struct in6_addr)];
+  if (ip.find('\0') != std::string::npos) return std::nullopt;
+  if (inet_pton(AF_INET, ip.c_str(), addr) != 1 && inet_pton(AF_INET6, ip.c_str(), addr) != 1) {
+    return std::nullopt;
+  }
+  if (!port || *port == 0 || *port > 65535) return std::nullopt;
+  return Endpoint{ip, static_cast<uint16_t>(*port)};
 }
 
 Error io_error(const std::string& what, const std::string& path) {
@@ -104,6 +119,10 @@ Result<PublishedTask> parse_get_task(const json& answer) {
       }
       t.segments.push_back(PublishedSegment{*index, *offset, *size, std::move(*metainfo)});
     }
+  }
+  if (auto seed = answer.find("seed"); seed != answer.end() && !seed->is_null()) {
+    t.seed = endpoint_field(*seed);
+    if (!t.seed) return bad("\"seed\" is not {\"ip\", \"port\"} of a data endpoint");
   }
   std::sort(t.segments.begin(), t.segments.end(),
             [](const PublishedSegment& a, const PublishedSegment& b) { return a.index < b.index; });

@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/result.h"
+#include "peer/engine/torrent_engine.h"
 
 namespace starling::crypto {
 class Sha256;
@@ -44,10 +45,12 @@ struct PublishedTask {
   std::optional<int64_t> size;             // ready: the whole content's size
   std::string sha256;                      // ready: lowercase hex of the whole content
   std::optional<Error> error;              // failed: the supernode's error
+  std::optional<Endpoint> seed;            // the seeder's data endpoint, once it has one
 };
 
 // Parses {"state", "segment_size", "segments": [{"index","offset","size","metainfo"}],
-// "size"?, "sha256"?, "error"?}. Checks each segment's geometry against segment_size (offset =
+// "seed"?: {"ip","port"}, "size"?, "sha256"?, "error"?}. A seed must be an IPv4 or IPv6
+// address and a port in 1..65535. Checks each segment's geometry against segment_size (offset =
 // index * segment_size, 0 < size <= segment_size), that indices are distinct, and, when the
 // task is ready, that the segments cover exactly [0, size) (indices 0..n-1, every one but the
 // last full; none when size is 0) and sha256 is 64 lowercase hex. kErrBadTaskInfo otherwise,

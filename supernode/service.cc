@@ -46,6 +46,16 @@ __attribute__((format(printf, 1, 2))) void log_line(const char* fmt, ...) {
   std::fprintf(stderr, "supernode: %s\n", buf);
 }
 
+// Whether GetTask and Announce hand out the task's seeder's data endpoint: as soon as it has
+// published a segment, unless it was revoked.
+bool seed_listed(const tracker::TrackerStateMachine& tracker, const tracker::TaskRecord& t) {
+  if (t.segments.empty() || t.seed_ip.empty() || t.seed_port <= 0 || t.seed_port > 65535) {
+    return false;
+  }
+  auto revoked = tracker.is_revoked(t.seeder);
+  return revoked.ok() && !*revoked;
+}
+
 Error bad_message(const std::string& what) {
   return make_error(mesh::kErrBadMessage, "bad request: " + what);
 }
@@ -650,6 +660,9 @@ Result<json> SupernodeService::get_task(const json& params) {
   if (t.state == tracker::TaskState::kFailed && t.error) {
     out["error"] = {{"code", t.error->code}, {"message", t.error->message}};
   }
+  // So that a peer adds each new segment with the seed already dialed instead of waiting for
+  // its next Announce (peer/engine/README.md "Peers known at add time").
+  if (seed_listed(tracker_, t)) out["seed"] = {{"ip", t.seed_ip}, {"port", t.seed_port}};
   if (auto bytes = origin_bytes(t.task_id)) out["origin_bytes"] = *bytes;
   return out;
 }
@@ -726,11 +739,9 @@ Result<json> SupernodeService::announce(const crypto::CertInfo& caller, const js
   json peers = json::array();
   size_t limit = kMaxAnnouncePeers;
   const tracker::TaskRecord& task = **rec;
-  auto seeder_revoked = tracker_.is_revoked(task.seeder);
-  // The seeder's data endpoint as soon as it has published a segment (pipelining: peers start
-  // on segment 0 while it still fetches the rest); it holds every published segment.
-  if (!task.segments.empty() && requester.get() != task.seeder && task.seed_port > 0 &&
-      task.seed_port <= 65535 && seeder_revoked.ok() && !*seeder_revoked) {
+  // The seeder's data endpoint first (pipelining: peers start on segment 0 while it still
+  // fetches the rest); it holds every published segment.
+  if (requester.get() != task.seeder && seed_listed(tracker_, task)) {
     json published = json::array();
     for (const auto& s : task.segments) published.push_back(s.index);
     peers.push_back({{"node_id", task.seeder},
@@ -949,7 +960,7 @@ Result<bool> SupernodeService::swarm_segment(const FetchJob& job, const tracker:
   const char* id = job.task.get().c_str();
   const TaskId tid = segment_torrent_id(job.task, seg.index);
   const std::string path = segment_path(job.task, seg.index);
-  if (!engine_.add_download(tid, seg.metainfo, path).ok()) return false;
+  if (!engine_.add_download(tid, seg.metainfo, path, {}).ok()) return false;
   auto drop = [&] {
     (void)engine_.remove(tid);
     std::error_code ec;

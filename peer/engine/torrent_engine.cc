@@ -317,28 +317,31 @@ class LibtorrentEngine final : public TorrentEngine {
 
   Status add_seed(const TaskId& task, const std::string& metainfo,
                   const std::string& content_path) override {
-    return add(task, metainfo, content_path, /*seed=*/true);
+    return add(task, metainfo, content_path, /*seed=*/true, {});
   }
 
   Status add_download(const TaskId& task, const std::string& metainfo,
-                      const std::string& content_path) override {
-    return add(task, metainfo, content_path, /*seed=*/false);
+                      const std::string& content_path,
+                      const std::vector<Endpoint>& peers) override {
+    std::vector<lt::tcp::endpoint> endpoints;
+    for (const Endpoint& p : peers) {
+      auto ep = tcp_endpoint("add_download", p);
+      if (!ep) return ep.error();
+      endpoints.push_back(*ep);
+    }
+    return add(task, metainfo, content_path, /*seed=*/false, endpoints);
   }
 
   Status connect_peer(const TaskId& task, const Endpoint& peer) override {
-    lt::error_code ec;
-    lt::address addr = lt::make_address(peer.ip, ec);
-    if (ec || peer.port == 0) {
-      return make_error(kErrEngine,
-                        "connect_peer: bad endpoint " + peer.ip + ":" + std::to_string(peer.port));
-    }
+    auto ep = tcp_endpoint("connect_peer", peer);
+    if (!ep) return ep.error();
     auto h = handle_of(task);
     if (!h) return h.error();
     try {
       // As from a tracker (the supernode is ours): libtorrent forgives one failed attempt per
       // tracker-sourced add, and gives up on a peer after max_failcount failures otherwise. A
       // seeder that took a task over, or a peer that restarted, must be tried again.
-      h->connect_peer(lt::tcp::endpoint(addr, peer.port), lt::peer_info::tracker);
+      h->connect_peer(*ep, lt::peer_info::tracker);
     } catch (const std::exception& e) {
       return make_error(kErrEngine, std::string("connect_peer: ") + e.what());
     }
@@ -470,6 +473,8 @@ class LibtorrentEngine final : public TorrentEngine {
     std::string error;
     std::string last_peer_error;
     int64_t connections = 0;  // peer_connect_alerts: connections made or accepted
+    // add_download's peers, while the torrent waits paused for its file check (start_paused()).
+    std::vector<lt::tcp::endpoint> dial;
   };
 
   Result<lt::torrent_handle> handle_of(const TaskId& task) const {
@@ -479,8 +484,18 @@ class LibtorrentEngine final : public TorrentEngine {
     return it->second.handle;
   }
 
+  static Result<lt::tcp::endpoint> tcp_endpoint(const char* what, const Endpoint& peer) {
+    lt::error_code ec;
+    lt::address addr = lt::make_address(peer.ip, ec);
+    if (ec || peer.port == 0) {
+      return make_error(kErrEngine, std::string(what) + ": bad endpoint " + peer.ip + ":" +
+                                        std::to_string(peer.port));
+    }
+    return lt::tcp::endpoint(addr, peer.port);
+  }
+
   Status add(const TaskId& task, const std::string& metainfo, const std::string& content_path,
-             bool seed) {
+             bool seed, const std::vector<lt::tcp::endpoint>& peers) {
     if (auto checked = check_metainfo(metainfo); !checked) return checked.error();
     std::filesystem::path path(content_path);
     if (!path.has_filename()) {
@@ -517,6 +532,9 @@ class LibtorrentEngine final : public TorrentEngine {
           [](const lt::torrent_handle&, lt::client_data_t) -> std::shared_ptr<lt::torrent_plugin> {
             return std::make_shared<SeedSharing>();
           });
+      // Added paused, resumed by start_paused() with the peers on its list (README "Peers known
+      // at add time").
+      if (!peers.empty()) atp.flags |= lt::torrent_flags::paused;
     }
 
     std::lock_guard lock(mutex_);  // libtorrent never waits on this mutex: no deadlock
@@ -528,8 +546,36 @@ class LibtorrentEngine final : public TorrentEngine {
     if (ec) {
       return make_error(kErrEngine, "add torrent for task " + task.get() + ": " + ec.message());
     }
-    tasks_[task] = Task{h, {}, {}};
+    tasks_[task] = Task{h, {}, {}, 0, peers};
+    try {
+      // This node's leaf at once, not only when the need_cert alert is answered: a connection
+      // made before that (start_paused()'s dials, a peer dialing a new seed) fails its TLS
+      // handshake with "certificate required".
+      h.set_ssl_certificate_buffer(cert_pem_, key_pem_, kDhParamsPem);
+    } catch (const std::exception& e) {
+      return make_error(kErrEngine,
+                        std::string("add torrent for task ") + task.get() + ": " + e.what());
+    }
     return {};
+  }
+
+  // A download added with peers waits paused until its file check is over (torrent_checked,
+  // or checking_files when bytes from an earlier run must be hashed), then gets them and is
+  // resumed: a torrent that resumes gets libtorrent's "connect boost" and dials the peers on
+  // its list at once, where peers given to a running torrent wait for the session's
+  // once-a-second tick. Resumed before the check is over, it only ticks: the check answer is
+  // queued on the network thread behind the caller's calls as often as not (README "Peers known
+  // at add time"). A torrent that failed (file error) stays as libtorrent left it.
+  // REQUIRES: mutex_ held; called from the alert thread.
+  void start_paused(Task& t) {
+    if (t.dial.empty() || !t.error.empty()) return;
+    try {
+      for (const auto& ep : t.dial) t.handle.connect_peer(ep, lt::peer_info::tracker);
+      t.handle.resume();
+    } catch (const std::exception&) {
+      // Removed meanwhile: nothing to start.
+    }
+    t.dial.clear();
   }
 
   // Finds the task of a torrent alert. REQUIRES: mutex_ held.
@@ -570,6 +616,13 @@ class LibtorrentEngine final : public TorrentEngine {
     } else if (auto* te = lt::alert_cast<lt::torrent_error_alert>(a)) {
       std::lock_guard lock(mutex_);
       if (Task* t = task_of(te->handle)) t->error = te->message();
+    } else if (auto* checked = lt::alert_cast<lt::torrent_checked_alert>(a)) {
+      std::lock_guard lock(mutex_);
+      if (Task* t = task_of(checked->handle)) start_paused(*t);
+    } else if (auto* sc = lt::alert_cast<lt::state_changed_alert>(a)) {
+      std::lock_guard lock(mutex_);
+      Task* t = task_of(sc->handle);
+      if (t && sc->state == lt::torrent_status::checking_files) start_paused(*t);
     } else if (auto* pc = lt::alert_cast<lt::peer_connect_alert>(a)) {
       std::lock_guard lock(mutex_);
       if (Task* t = task_of(pc->handle)) ++t->connections;

@@ -92,8 +92,11 @@ class TorrentEngine {
   virtual Status add_seed(const TaskId& task, const std::string& metainfo,
                           const std::string& content_path) = 0;
   // Starts downloading into `content_path` (the file is created; parent dir must exist).
+  // `peers` are dialed at once; a peer given to connect_peer() later waits for libtorrent's
+  // once-a-second tick (README "Peers known at add time").
   virtual Status add_download(const TaskId& task, const std::string& metainfo,
-                              const std::string& content_path) = 0;
+                              const std::string& content_path,
+                              const std::vector<Endpoint>& peers) = 0;
   virtual Status connect_peer(const TaskId& task, const Endpoint& peer) = 0;
   virtual Result<TorrentProgress> progress(const TaskId& task) const = 0;
   virtual Status remove(const TaskId& task) = 0;  // keeps the file on disk

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <fstream>
 #include <functional>
 #include <thread>
 #include <vector>
@@ -81,8 +82,8 @@ class EngineTest : public ::testing::Test {
     b = start("127.0.0.2", testing::make_leaf(ca_));
     c = start("127.0.0.3", testing::make_leaf(ca_));
     ASSERT_TRUE(a && b && c);
-    ASSERT_TRUE(b->add_download(kTask, metainfo_, dir_ / "b.out").ok());
-    ASSERT_TRUE(c->add_download(kTask, metainfo_, dir_ / "c.out").ok());
+    ASSERT_TRUE(b->add_download(kTask, metainfo_, dir_ / "b.out", {}).ok());
+    ASSERT_TRUE(c->add_download(kTask, metainfo_, dir_ / "c.out", {}).ok());
   }
 
   TempDir dir_;
@@ -106,7 +107,9 @@ TEST_F(EngineTest, RejectsMisuse) {
   auto a = start_seed("127.0.0.1");
   ASSERT_TRUE(a);
   EXPECT_FALSE(a->add_seed(kTask, metainfo_, dir_ / "origin.bin").ok());  // same task twice
-  EXPECT_FALSE(a->add_download(TaskId{"other"}, "garbage", dir_ / "x").ok());
+  EXPECT_FALSE(a->add_download(TaskId{"other"}, "garbage", dir_ / "x", {}).ok());
+  EXPECT_FALSE(a->add_download(TaskId{"other"}, metainfo_, dir_ / "x", {{"not an ip", 1}}).ok());
+  EXPECT_FALSE(a->progress(TaskId{"other"}).ok());  // a bad peer: nothing added
   EXPECT_FALSE(a->progress(TaskId{"unknown"}).ok());
   EXPECT_FALSE(a->connect_peer(TaskId{"unknown"}, Endpoint{"127.0.0.1", 1}).ok());
   EXPECT_FALSE(a->connect_peer(kTask, Endpoint{"not an ip", 1}).ok());
@@ -133,7 +136,7 @@ TEST_F(EngineTest, ListenPortInUseIsAnError) {
 TEST_F(EngineTest, MissingPiecesCanBeHandedInAndAreChecked) {
   auto b = start("127.0.0.2", testing::make_leaf(ca_));
   ASSERT_TRUE(b);
-  ASSERT_TRUE(b->add_download(kTask, metainfo_, dir_ / "b.bin").ok());
+  ASSERT_TRUE(b->add_download(kTask, metainfo_, dir_ / "b.bin", {}).ok());
   auto missing = b->missing_pieces(kTask);
   ASSERT_TRUE(missing.ok()) << missing.error().message;
   ASSERT_GT(missing->piece_size, 0);
@@ -187,6 +190,38 @@ TEST_F(EngineTest, MissingPiecesCanBeHandedInAndAreChecked) {
   EXPECT_EQ(progress_of(*b).downloaded_bytes, 0);  // nothing came from a peer
 }
 
+// A download given its peers at add time gets them without connect_peer(): it waits paused
+// for its file check, then dials them (README "Peers known at add time"). With half of the
+// file left by an earlier run, the check must hash it first, and only the rest is fetched.
+TEST_F(EngineTest, PeersGivenAtAddAreDialedAfterTheFileCheck) {
+  // One seed each: a seed shows a piece to a second downloader only after a delay.
+  auto a = start_seed("127.0.0.1");
+  auto a2 = start_seed("127.0.0.4");
+  auto b = start("127.0.0.2", testing::make_leaf(ca_));
+  auto c = start("127.0.0.3", testing::make_leaf(ca_));
+  ASSERT_TRUE(a && a2 && b && c);
+  const std::string origin = testing::read_all(dir_ / "origin.bin");
+  {
+    std::string half = origin.substr(0, kSize / 2) + std::string(kSize - kSize / 2, '\0');
+    std::ofstream(dir_ / "c.out", std::ios::binary) << half;
+  }
+  ASSERT_TRUE(
+      b->add_download(kTask, metainfo_, dir_ / "b.out", {{"127.0.0.1", a->ssl_port()}}).ok());
+  ASSERT_TRUE(
+      c->add_download(kTask, metainfo_, dir_ / "c.out", {{"127.0.0.4", a2->ssl_port()}}).ok());
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return progress_of(*b).state == TorrentState::kSeeding &&
+               progress_of(*c).state == TorrentState::kSeeding;
+      },
+      kTimeout))
+      << "B " << describe(progress_of(*b)) << "; C " << describe(progress_of(*c));
+  EXPECT_TRUE(testing::read_all(dir_ / "b.out") == origin) << "B's bytes differ";
+  EXPECT_TRUE(testing::read_all(dir_ / "c.out") == origin) << "C's bytes differ";
+  EXPECT_LE(progress_of(*c).downloaded_bytes, kSize / 2 + 4 * 1024 * 1024)
+      << "C fetched what it had: " << describe(progress_of(*c));
+}
+
 // A seeds; B fetches from A; C knows only B. No DHT, PEX, LSD or trackers exist, so every
 // byte C holds was uploaded by B.
 TEST_F(EngineTest, ThreeNodeSwarmRelaysThroughMiddlePeer) {
@@ -233,7 +268,8 @@ TEST_F(EngineTest, SeedSendsEachPieceAboutOnce) {
   for (int i = 0; i < 4; ++i) {
     d.push_back(start("127.0.1." + std::to_string(i + 1), testing::make_leaf(ca_)));
     ASSERT_TRUE(d.back());
-    ASSERT_TRUE(d.back()->add_download(kTask, metainfo_, dir_ / ("d" + std::to_string(i))).ok());
+    ASSERT_TRUE(
+        d.back()->add_download(kTask, metainfo_, dir_ / ("d" + std::to_string(i)), {}).ok());
   }
   auto connect_all = [&] {
     for (size_t i = 0; i < d.size(); ++i) {
@@ -374,8 +410,8 @@ TEST_F(EngineTest, PeerFromAnotherCaIsRefused) {
   auto d = start("127.0.0.2", testing::make_leaf(rogue_ca));
   auto e = start("127.0.0.3", testing::make_leaf(ca_));
   ASSERT_TRUE(a && d && e);
-  ASSERT_TRUE(d->add_download(kTask, metainfo_, dir_ / "d.out").ok());
-  ASSERT_TRUE(e->add_download(kTask, metainfo_, dir_ / "e.out").ok());
+  ASSERT_TRUE(d->add_download(kTask, metainfo_, dir_ / "d.out", {}).ok());
+  ASSERT_TRUE(e->add_download(kTask, metainfo_, dir_ / "e.out", {}).ok());
   const Endpoint seed{"127.0.0.1", a->ssl_port()};
   ASSERT_TRUE(d->connect_peer(kTask, seed).ok());
   ASSERT_TRUE(e->connect_peer(kTask, seed).ok());

@@ -24,5 +24,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     ++next;
   }
   if (r->state == "ready" && !starling::peer::all_segments_known(*r)) __builtin_trap();
+  if (r->seed &&
+      (r->seed->port == 0 || r->seed->ip.empty() || r->seed->ip.find('\0') != std::string::npos)) {
+    __builtin_trap();
+  }
   return 0;
 }

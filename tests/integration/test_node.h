@@ -60,7 +60,7 @@ struct TestNode {
     auto engine = peer::TorrentEngine::start(config);
     EXPECT_TRUE(engine.ok()) << engine.error().message;
     if (!engine) return {};
-    EXPECT_TRUE((*engine)->add_download(task, metainfo, path).ok());
+    EXPECT_TRUE((*engine)->add_download(task, metainfo, path, {}).ok());
     EXPECT_TRUE((*engine)->connect_peer(task, from).ok());
     peer::TorrentProgress last;
     eventually(

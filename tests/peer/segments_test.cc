@@ -73,6 +73,24 @@ TEST(ParseGetTask, AcceptsWhatTheContractDescribes) {
   ASSERT_TRUE(empty.ok()) << empty.error().message;
   EXPECT_TRUE(all_segments_known(*empty));
 
+  // The seeder's data endpoint, IPv4 or IPv6; absent or null means none known.
+  EXPECT_FALSE(f->seed.has_value());
+  json with_seed = fetching({seg(0, 0, 10)});
+  with_seed["seed"] = {{"ip", "198.18.0.4"}, {"port", 65002}};
+  auto s4 = parse_get_task(with_seed);
+  ASSERT_TRUE(s4.ok()) << s4.error().message;
+  ASSERT_TRUE(s4->seed.has_value());
+  EXPECT_EQ(s4->seed->ip, "198.18.0.4");
+  EXPECT_EQ(s4->seed->port, 65002);
+  with_seed["seed"] = {{"ip", "2001:db8::1"}, {"port", 1}};
+  auto s6 = parse_get_task(with_seed);
+  ASSERT_TRUE(s6.ok()) << s6.error().message;
+  EXPECT_EQ(s6->seed->ip, "2001:db8::1");
+  with_seed["seed"] = nullptr;
+  auto null_seed = parse_get_task(with_seed);
+  ASSERT_TRUE(null_seed.ok());
+  EXPECT_FALSE(null_seed->seed.has_value());
+
   auto failed = parse_get_task(
       {{"state", "failed"}, {"error", {{"code", "origin.http"}, {"message", "HTTP 404"}}}});
   ASSERT_TRUE(failed.ok());
@@ -95,6 +113,12 @@ TEST(ParseGetTask, RefusesAnswersThatBreakTheSegmentRules) {
   bad_sha["sha256"] = "ABC";
   json no_segment_size = fetching({seg(0, 0, 10)});
   no_segment_size.erase("segment_size");
+  auto with_seed = [](json seed) {
+    json j = fetching({seg(0, 0, 10)});
+    j["seed"] = std::move(seed);
+    return j;
+  };
+  const std::string kBadSeed = "\"seed\" is not {\"ip\", \"port\"}";
   const Case cases[] = {
       {"not an object", json::array(), "not an object"},
       {"no state", no_state, "no \"state\""},
@@ -115,6 +139,14 @@ TEST(ParseGetTask, RefusesAnswersThatBreakTheSegmentRules) {
       {"ready with a short middle", ready({seg(0, 0, 4), seg(1, 10, 5)}, 15), "do not cover"},
       {"ready with too few bytes", ready({seg(0, 0, 10)}, 15), "cover 10 of 15 bytes"},
       {"ready with too many bytes", ready({seg(0, 0, 10)}, 5), "cover 10 of 5 bytes"},
+      {"seed not an object", with_seed("198.18.0.4:65002"), kBadSeed},
+      {"seed without ip", with_seed({{"port", 65002}}), kBadSeed},
+      {"seed with a host name", with_seed({{"ip", "seed.example"}, {"port", 65002}}), kBadSeed},
+      {"seed with a NUL in its ip",
+       with_seed({{"ip", std::string("198.18.0.4\0x", 12)}, {"port", 65002}}), kBadSeed},
+      {"seed with port 0", with_seed({{"ip", "198.18.0.4"}, {"port", 0}}), kBadSeed},
+      {"seed with port 65536", with_seed({{"ip", "198.18.0.4"}, {"port", 65536}}), kBadSeed},
+      {"seed with a string port", with_seed({{"ip", "198.18.0.4"}, {"port", "1"}}), kBadSeed},
   };
   for (const Case& c : cases) {
     auto r = parse_get_task(c.answer);

@@ -393,6 +393,8 @@ TEST_F(SupernodeServiceTest, AnInterruptedFetchIsTakenOverAndResumedWithRange) {
 // A polling peer asks only for what was published since its last answer ("from_segment"):
 // while fetching, the answer leaves out the segments before it; once ready it lists every
 // segment (the peer checks that they cover the content). A bad "from_segment" is refused.
+// From the first segment on, every answer names the seed's data endpoint ("seed"), which the
+// peer dials when it adds a segment.
 TEST_F(SupernodeServiceTest, GetTaskFromSegmentLeavesOutWhatThePeerHasWhileFetching) {
   const std::string slow_url = start_slow_origin();
   Client c = connect();
@@ -414,6 +416,12 @@ TEST_F(SupernodeServiceTest, GetTaskFromSegmentLeavesOutWhatThePeerHasWhileFetch
     ASSERT_TRUE(g.ok()) << g.error().message;
     t = *g;
     if (t["state"] != "fetching") break;
+    if (from == 0 && t["segments"].empty()) {
+      EXPECT_FALSE(t.contains("seed")) << t.dump();
+    }
+    if (!t["segments"].empty() || from > 0) {
+      EXPECT_EQ(t["seed"], json({{"ip", "127.0.0.1"}, {"port", node_->data_port()}})) << t.dump();
+    }
     if (from > 0) ++asked_past_zero;
     for (const auto& seg : t["segments"]) seen.push_back(seg["index"].get<int64_t>());
     std::this_thread::sleep_for(20ms);
@@ -427,6 +435,7 @@ TEST_F(SupernodeServiceTest, GetTaskFromSegmentLeavesOutWhatThePeerHasWhileFetch
   EXPECT_GT(asked_past_zero, 0);
   ASSERT_EQ(t["segments"].size(), 4u) << "a ready answer lists every segment";
   for (size_t i = 0; i < 4; ++i) EXPECT_EQ(t["segments"][i]["index"], i);
+  EXPECT_EQ(t["seed"], json({{"ip", "127.0.0.1"}, {"port", node_->data_port()}})) << t.dump();
   auto plain = call(c, "GetTask", {{"task_id", id}});
   ASSERT_TRUE(plain.ok());
   EXPECT_EQ((*plain)["segments"], t["segments"]);
