@@ -49,6 +49,9 @@ constexpr char kErrEnrollRevoked[] = "enroll.revoked";
 constexpr auto kPollWhileFetching = 300ms;
 // How often the worker looks at its torrents (completion, errors, progress for the API).
 constexpr auto kWorkerTick = 100ms;
+// How long a newly published segment waits for the Announce that lists it before it is added
+// with the seed alone (README "New segments").
+constexpr auto kHoldForPeers = 250ms;
 // With segments already downloading, GetTask failing this long in a row (no member can
 // answer) fails the task; a shorter outage (a leader election) only delays new segments.
 constexpr auto kSupernodeOutage = 120s;
@@ -537,6 +540,16 @@ class Daemon final : public PeerDaemon {
     bool done = false;
     bool outage_logged = false;
     PartsHasher hashed;  // segments 0, 1, ... hashed.count() - 1, in order
+    // Published segments not added yet: each waits for the Announce that lists it, whose answer
+    // names the peers that added it before us, so that they are dialed with the seed when it
+    // is added (README "New segments"), or for kHoldForPeers.
+    struct Held {
+      PublishedSegment segment;
+      std::chrono::steady_clock::time_point since;
+      bool announced = false;  // listed in the Announce in flight
+    };
+    std::map<int64_t, Held> held;
+    std::optional<Endpoint> seed;  // the seeder's data endpoint, from the latest GetTask answer
     // The supernode calls (the GetTask poll, the Announce to every member) run beside the loop
     // (beside()), one of each at a time, and their answers are handled at the loop's next turn,
     // which their end starts at once: without a leader (an election) or a majority, a
@@ -574,7 +587,7 @@ class Daemon final : public PeerDaemon {
         next_poll = now + kPollWhileFetching;
         // Only what was published since (the supernode lists every segment once ready).
         int64_t known = 0;
-        while (segments.count(known) != 0) ++known;
+        while (segments.count(known) != 0 || held.count(known) != 0) ++known;
         poll = beside(task, [pool = pool_.get(), id, known] {
           return pool->call("GetTask", {{"task_id", id}, {"from_segment", known}});
         });
@@ -585,8 +598,8 @@ class Daemon final : public PeerDaemon {
           const Error& e = got.error();
           if (e.code == kErrPoolStopped) return;
           const bool young = now - task->registered_at < kUnknownTaskGrace;
-          const bool outage =
-              !segments.empty() && is_retryable(e) && now - last_answer < kSupernodeOutage;
+          const bool outage = !(segments.empty() && held.empty()) && is_retryable(e) &&
+                              now - last_answer < kSupernodeOutage;
           if (!(e.code == kErrUnknownTask && young) && !outage) return give_up(e);
           if (outage && !outage_logged) {
             outage_logged = true;
@@ -600,17 +613,18 @@ class Daemon final : public PeerDaemon {
           auto info = parse_get_task(*got);
           if (!info) return give_up(info.error());
           if (info->error) return give_up(*info->error);
+          if (info->seed) seed = info->seed;
           for (const auto& s : info->segments) {
-            if (segments.count(s.index) != 0) continue;
-            auto added = add_segment(*task, dir, s, info->seed);
-            if (!added) return give_up(added.error());
-            segments.emplace(s.index, std::move(*added));
-            announce_now = true;  // learn who has it, at once
+            if (segments.count(s.index) != 0 || held.count(s.index) != 0) continue;
+            held.emplace(s.index, Held{s, now, false});
+            announce_now = true;  // tell who has it and learn who else does, at once
           }
           std::lock_guard lock(mu_);
           task->source_state = info->state;
           if (task->state == "registering" || task->state == "fetching") {
-            task->state = segments.empty() && info->state != "ready" ? "fetching" : "downloading";
+            task->state = segments.empty() && held.empty() && info->state != "ready"
+                              ? "fetching"
+                              : "downloading";
           }
           if (info->state == "ready") {
             task->sha256 = info->sha256;
@@ -619,7 +633,39 @@ class Daemon final : public PeerDaemon {
         }
       }
 
-      // 2. Progress of every segment torrent.
+      // 2. An Announce's answer: its peers are connected, and a held segment is added once the
+      //    Announce that listed it has answered (with the peers that list it), or after
+      //    kHoldForPeers with the seed alone. Before 3., which must see every added segment:
+      //    the task is verified (6.) only when every one is complete.
+      if (answered(announcing)) {
+        const Result<json> answer = announcing.get();
+        for (auto it = held.begin(); it != held.end();) {
+          if (!it->second.announced && now - it->second.since < kHoldForPeers) {
+            ++it;
+            continue;
+          }
+          if (Status st = add_held(*task, dir, it->second.segment,
+                                   peers_with(answer, it->first, seed), segments);
+              !st) {
+            return give_up(st.error());
+          }
+          it = held.erase(it);
+        }
+        connect_peers(answer, segments, connected);
+      }
+      for (auto it = held.begin(); it != held.end();) {
+        if (now - it->second.since < kHoldForPeers) {
+          ++it;
+          continue;
+        }
+        const auto alone = seed ? std::vector<Endpoint>{*seed} : std::vector<Endpoint>{};
+        if (Status st = add_held(*task, dir, it->second.segment, alone, segments); !st) {
+          return give_up(st.error());
+        }
+        it = held.erase(it);
+      }
+
+      // 3. Progress of every segment torrent.
       TorrentProgress sum;
       sum.state = TorrentState::kDownloading;
       std::vector<SegmentState> shown;
@@ -652,19 +698,25 @@ class Daemon final : public PeerDaemon {
         task->segments = std::move(shown);
       }
 
-      // 3. Announce (every peer learns which segments we have) and connect.
-      if (answered(announcing)) connect_peers(announcing.get(), segments, connected);
-      if (!announcing.valid() && !segments.empty() && (announce_now || now >= next_announce)) {
-        announcing = beside(
-            task, [pool = pool_.get(),
-                   params = announce_params(*task, segments, sum, ready ? *ready->size : 0)] {
+      // 4. Announce (every peer learns which segments we have, and those held).
+      if (!announcing.valid() && !(segments.empty() && held.empty()) &&
+          (announce_now || now >= next_announce)) {
+        std::vector<int64_t> have;
+        for (const auto& [index, seg] : segments) have.push_back(index);
+        for (auto& [index, h] : held) {
+          have.push_back(index);
+          h.announced = true;
+        }
+        announcing =
+            beside(task, [pool = pool_.get(), params = announce_params(*task, std::move(have), sum,
+                                                                       ready ? *ready->size : 0)] {
               return pool->call_all("Announce", params);
             });
         announce_now = false;
         next_announce = now + (done ? kAnnounceWhileSeeding : kAnnounceWhileDownloading);
       }
 
-      // 4. The next segment in order, once complete, goes into the content's hash, so that the
+      // 5. The next segment in order, once complete, goes into the content's hash, so that the
       //    check at the end reads only what completed last (one per tick: the loop stays live).
       if (!done) {
         auto next = segments.find(static_cast<int64_t>(hashed.count()));
@@ -673,8 +725,8 @@ class Daemon final : public PeerDaemon {
         }
       }
 
-      // 5. Ready and every segment here: the content, checked end to end.
-      if (ready && all_complete && !done) {
+      // 6. Ready and every segment here: the content, checked end to end.
+      if (ready && held.empty() && all_complete && !done) {
         done = true;
         if (!finish(task, segments, hashed, *ready)) return drop_segments(segments);
         next_announce = std::chrono::steady_clock::now();
@@ -692,12 +744,12 @@ class Daemon final : public PeerDaemon {
     log() << "peer: task " << id.substr(0, 16) << " removed\n";
   }
 
-  // Adds segment `s` to the engine as a download into tasks/<task>/seg-<i>, the seed (when the
-  // answer named it) dialed at once. A torrent already in the engine under that key (this task
-  // registered again after a failure) is kept.
+  // Adds segment `s` to the engine as a download into tasks/<task>/seg-<i>, `peers` dialed as
+  // soon as libtorrent has checked it. A torrent already in the engine under that key (this
+  // task registered again after a failure) is kept.
   Result<SegmentDownload> add_segment(const Task& task, const std::string& dir,
                                       const PublishedSegment& s,
-                                      const std::optional<Endpoint>& seed) {
+                                      const std::vector<Endpoint>& peers) {
     auto size = check_metainfo(s.metainfo);
     if (!size) return size.error();
     if (*size != s.size) {
@@ -717,9 +769,7 @@ class Daemon final : public PeerDaemon {
     // libtorrent removes torrents asynchronously: right after a failed run's removal the same
     // torrent may still be there for a moment ("duplicate torrent").
     for (int attempt = 0;; ++attempt) {
-      Status added =
-          engine_->add_download(seg.torrent, s.metainfo, seg.path,
-                                seed ? std::vector<Endpoint>{*seed} : std::vector<Endpoint>{});
+      Status added = engine_->add_download(seg.torrent, s.metainfo, seg.path, peers);
       if (added) return seg;
       if (engine_->progress(seg.torrent)) return seg;  // already ours
       if (attempt == 20 || !wait(100ms)) return added.error();
@@ -733,10 +783,8 @@ class Daemon final : public PeerDaemon {
   // What this node tells every supernode about the task (Announce): every supernode keeps its
   // own swarm registry, so the worker announces to all and connects to the union.
   // total_bytes stays 0 until the size is known, so nobody takes us for a whole seed early.
-  json announce_params(const Task& task, const Segments& segments, const TorrentProgress& p,
+  json announce_params(const Task& task, std::vector<int64_t> have, const TorrentProgress& p,
                        int64_t total_bytes) const {
-    json have = json::array();
-    for (const auto& [index, seg] : segments) have.push_back(index);
     return {{"task_id", task.id.get()},
             {"node_id", node_id_.get()},
             {"ip", config_.listen_ip},
@@ -747,6 +795,59 @@ class Daemon final : public PeerDaemon {
             {"segments", std::move(have)}};
   }
 
+  // The data endpoint of one peer of an Announce answer, if it names a usable one.
+  static std::optional<Endpoint> entry_endpoint(const json& entry) {
+    if (!entry.is_object()) return std::nullopt;
+    auto ip = entry.find("ip");
+    auto port = entry.find("port");
+    if (ip == entry.end() || !ip->is_string() || ip->get<std::string>().empty()) {
+      return std::nullopt;
+    }
+    if (port == entry.end() || !port->is_number_integer()) return std::nullopt;
+    const auto n = port->get<int64_t>();
+    if (n <= 0 || n > 65535) return std::nullopt;
+    return Endpoint{ip->get<std::string>(), static_cast<uint16_t>(n)};
+  }
+
+  // The entries of an Announce answer (none for a failed call or a malformed answer).
+  static const json& answer_peers(const Result<json>& answer) {
+    static const json kNone = json::array();
+    if (!answer || !answer->is_object()) return kNone;
+    auto it = answer->find("peers");
+    return it != answer->end() && it->is_array() ? *it : kNone;
+  }
+
+  // The peers of an Announce answer that list segment `index` (or list no segments), and the
+  // seed: whom a new segment torrent dials when it is added.
+  std::vector<Endpoint> peers_with(const Result<json>& answer, int64_t index,
+                                   const std::optional<Endpoint>& seed) const {
+    std::vector<Endpoint> out;
+    if (seed) out.push_back(*seed);
+    for (const auto& entry : answer_peers(answer)) {
+      auto endpoint = entry_endpoint(entry);
+      if (!endpoint) continue;
+      auto listed = entry.find("segments");
+      bool has = listed == entry.end() || !listed->is_array();
+      for (size_t i = 0; !has && i < listed->size(); ++i) {
+        has = (*listed)[i].is_number_integer() && (*listed)[i].get<int64_t>() == index;
+      }
+      const bool known = std::any_of(out.begin(), out.end(), [&](const Endpoint& e) {
+        return e.ip == endpoint->ip && e.port == endpoint->port;
+      });
+      if (has && !known) out.push_back(*endpoint);
+    }
+    return out;
+  }
+
+  // Adds a held segment (one published, then held for an Announce) with `peers` dialed.
+  Status add_held(const Task& task, const std::string& dir, const PublishedSegment& s,
+                  const std::vector<Endpoint>& peers, Segments& segments) {
+    auto added = add_segment(task, dir, s, peers);
+    if (!added) return added.error();
+    segments.emplace(s.index, std::move(*added));
+    return {};
+  }
+
   // Connects the peers of an Announce answer to the segment torrents they and we share.
   void connect_peers(const Result<json>& peers, const Segments& segments, Connected& connected) {
     if (!peers) {
@@ -755,21 +856,17 @@ class Daemon final : public PeerDaemon {
       }
       return;  // the swarm keeps going; retried at the next interval
     }
-    if (!peers->contains("peers") || !(*peers)["peers"].is_array()) return;
-    for (const auto& entry : (*peers)["peers"]) {
-      if (!entry.is_object()) continue;
-      const std::string ip = entry.value("ip", "");
-      const auto port = entry.value("port", 0);
-      if (ip.empty() || port <= 0 || port > 65535) continue;
-      auto& done_with = connected[{ip, static_cast<uint16_t>(port)}];
-      const Endpoint endpoint{ip, static_cast<uint16_t>(port)};
+    for (const auto& entry : answer_peers(peers)) {
+      auto endpoint = entry_endpoint(entry);
+      if (!endpoint) continue;
+      auto& done_with = connected[{endpoint->ip, endpoint->port}];
       auto listed = entry.find("segments");
       auto connect = [&](const SegmentDownload& seg) {
         // A segment we still lack: (re)connect on every announce (libtorrent ignores a peer it
         // is connected to; one that dropped, e.g. a seeder that moved, is tried again). One we
         // have: once, so the peer can take it from us even before it dials us itself.
         if (seg.complete && !done_with.insert(seg.index).second) return;
-        (void)engine_->connect_peer(seg.torrent, endpoint);
+        (void)engine_->connect_peer(seg.torrent, *endpoint);
       };
       if (listed == entry.end() || !listed->is_array()) {
         for (const auto& [index, seg] : segments) connect(seg);  // no segment list: try all
