@@ -62,6 +62,9 @@ int64_t unix_now() {
       .count();
 }
 
+// An Announce answer without peers.
+const json kNoPeers = json::array();
+
 json error_json(const Error& e) { return {{"code", e.code}, {"message", e.message}}; }
 
 // One log line for stderr, written whole when it goes out of scope (several threads log), or
@@ -637,33 +640,22 @@ class Daemon final : public PeerDaemon {
       //    Announce that listed it has answered (with the peers that list it), or after
       //    kHoldForPeers with the seed alone. Before 3., which must see every added segment:
       //    the task is verified (6.) only when every one is complete.
-      if (answered(announcing)) {
-        const Result<json> answer = announcing.get();
-        for (auto it = held.begin(); it != held.end();) {
-          if (!it->second.announced && now - it->second.since < kHoldForPeers) {
-            ++it;
-            continue;
-          }
-          if (Status st = add_held(*task, dir, it->second.segment,
-                                   peers_with(answer, it->first, seed), segments);
-              !st) {
-            return give_up(st.error());
-          }
-          it = held.erase(it);
-        }
-        connect_peers(answer, segments, connected);
-      }
+      std::optional<Result<json>> answer;
+      if (answered(announcing)) answer = announcing.get();
+      const json& entries = answer ? answer_peers(*answer) : kNoPeers;
       for (auto it = held.begin(); it != held.end();) {
-        if (now - it->second.since < kHoldForPeers) {
+        const bool listed = answer && it->second.announced;
+        if (!listed && now - it->second.since < kHoldForPeers) {
           ++it;
           continue;
         }
-        const auto alone = seed ? std::vector<Endpoint>{*seed} : std::vector<Endpoint>{};
-        if (Status st = add_held(*task, dir, it->second.segment, alone, segments); !st) {
-          return give_up(st.error());
-        }
+        auto added =
+            add_segment(*task, dir, it->second.segment, peers_with(entries, it->first, seed));
+        if (!added) return give_up(added.error());
+        segments.emplace(it->first, std::move(*added));
         it = held.erase(it);
       }
+      if (answer) connect_peers(*answer, segments, connected);
 
       // 3. Progress of every segment torrent.
       TorrentProgress sum;
@@ -811,19 +803,18 @@ class Daemon final : public PeerDaemon {
 
   // The entries of an Announce answer (none for a failed call or a malformed answer).
   static const json& answer_peers(const Result<json>& answer) {
-    static const json kNone = json::array();
-    if (!answer || !answer->is_object()) return kNone;
+    if (!answer || !answer->is_object()) return kNoPeers;
     auto it = answer->find("peers");
-    return it != answer->end() && it->is_array() ? *it : kNone;
+    return it != answer->end() && it->is_array() ? *it : kNoPeers;
   }
 
-  // The peers of an Announce answer that list segment `index` (or list no segments), and the
-  // seed: whom a new segment torrent dials when it is added.
-  std::vector<Endpoint> peers_with(const Result<json>& answer, int64_t index,
-                                   const std::optional<Endpoint>& seed) const {
+  // The seed and those of an Announce answer's `entries` that list segment `index` (or list
+  // no segments): whom a new segment torrent dials when it is added.
+  static std::vector<Endpoint> peers_with(const json& entries, int64_t index,
+                                          const std::optional<Endpoint>& seed) {
     std::vector<Endpoint> out;
     if (seed) out.push_back(*seed);
-    for (const auto& entry : answer_peers(answer)) {
+    for (const auto& entry : entries) {
       auto endpoint = entry_endpoint(entry);
       if (!endpoint) continue;
       auto listed = entry.find("segments");
@@ -837,15 +828,6 @@ class Daemon final : public PeerDaemon {
       if (has && !known) out.push_back(*endpoint);
     }
     return out;
-  }
-
-  // Adds a held segment (one published, then held for an Announce) with `peers` dialed.
-  Status add_held(const Task& task, const std::string& dir, const PublishedSegment& s,
-                  const std::vector<Endpoint>& peers, Segments& segments) {
-    auto added = add_segment(task, dir, s, peers);
-    if (!added) return added.error();
-    segments.emplace(s.index, std::move(*added));
-    return {};
   }
 
   // Connects the peers of an Announce answer to the segment torrents they and we share.
